@@ -1,0 +1,169 @@
+"""``POST /api/chat`` (one JSON reply) and ``POST /api/chat/stream`` (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ..chat import ChatService, ReplyDelta, Turn, TurnDone, TurnEvent, TurnFailed
+from ..errors import UpstreamError
+from .deps import CurrentSession, JsonBody, StateDep, refuse_named_user
+from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
+
+router = APIRouter(prefix="/api", tags=["chat"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 413, 415, 422, 502, 503, 504)
+}
+
+
+@router.post("/chat", response_model=ChatResponse, dependencies=[JsonBody], responses=_ERRORS)
+async def chat(body: ChatRequest, session: CurrentSession, state: StateDep) -> ChatResponse:
+    """Send one message and wait for the whole reply.
+
+    Without `conversation_id` the session's most recent conversation continues (a new
+    one is created if there is none). The user's message is stored before the model
+    is asked; if the model fails, the failed reply is stored with status `error` and
+    the error is returned (502/504, or 429 when the upstream rate-limits).
+    """
+    refuse_named_user(body.user_id, body.user)
+    turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
+    async with contextlib.aclosing(state.chat.stream_turn(turn)) as events:
+        async for event in events:
+            if isinstance(event, TurnDone):
+                return ChatResponse(
+                    message=event.text,
+                    conversation_id=event.conversation_id,
+                    message_id=event.message_id,
+                )
+            if isinstance(event, TurnFailed):
+                raise event.error
+    raise UpstreamError("The turn ended without a reply.")  # pragma: no cover
+
+
+@router.post(
+    "/chat/stream",
+    dependencies=[JsonBody],
+    responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+)
+async def chat_stream(body: ChatRequest, session: CurrentSession, state: StateDep) -> StreamingResponse:
+    """Send one message and receive the reply as Server-Sent Events.
+
+    Frames are `data: {json}` lines: `{"type":"message","content":<text delta>}` as the
+    reply grows, then `{"type":"done","content":"","conversation_id","message_id"}`.
+    A failure after the stream started is `{"type":"error","code","message",...}`, then
+    the stream ends. Lines starting with `:` are keep-alives. Closing the connection
+    stops generation; the partial reply is kept with status `incomplete`. Everything
+    that can be refused (bad input, unknown conversation, busy model) is refused with a
+    JSON error before the stream starts.
+    """
+    refuse_named_user(body.user_id, body.user)
+    turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
+    return EventStreamResponse(
+        sse_frames(state.chat, turn, keepalive=state.settings.keepalive_interval),
+        on_close=turn.release,
+    )
+
+
+def sse_frame(payload: dict[str, Any]) -> str:
+    """One SSE event carrying ``payload`` as compact JSON."""
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def _frame_of(event: TurnEvent) -> str:
+    if isinstance(event, ReplyDelta):
+        return sse_frame({"type": "message", "content": event.text})
+    if isinstance(event, TurnDone):
+        return sse_frame(
+            {
+                "type": "done",
+                "content": "",
+                "conversation_id": event.conversation_id,
+                "message_id": event.message_id,
+            }
+        )
+    return sse_frame(
+        {
+            "type": "error",
+            "code": event.error.code,
+            "message": event.error.message,
+            "conversation_id": event.conversation_id,
+            "message_id": event.message_id,
+        }
+    )
+
+
+async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> AsyncIterator[str]:
+    """Run ``turn`` in its own task and relay its events as SSE frames.
+
+    The turn runs in one task from start to end (provider streams stay in one task);
+    this generator only waits on a queue, so it can send a keep-alive comment every
+    ``keepalive`` seconds of silence. If the client leaves, the turn task is cancelled
+    and awaited: generation stops and the partial reply is stored before we return.
+    """
+    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue(maxsize=256)
+
+    async def produce() -> None:
+        try:
+            async with contextlib.aclosing(chat.stream_turn(turn)) as events:
+                async for event in events:
+                    await queue.put(event)
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    task = asyncio.create_task(produce(), name=f"turn-{turn.session.id}")
+    try:
+        yield ": stream open\n\n"
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    event = await queue.get()
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if event is None:
+                break
+            yield _frame_of(event)
+            if not isinstance(event, ReplyDelta):
+                break
+        await task
+    finally:
+        with anyio.CancelScope(shield=True):
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that always closes its iterator and runs ``on_close``."""
+
+    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._iterator = content
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                self._on_close()
+
+
+__all__ = ["EventStreamResponse", "router", "sse_frame", "sse_frames"]

@@ -1,0 +1,154 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..store import ConversationRow, MessageRow
+
+_ID = Field(min_length=1, max_length=64)
+
+
+class ChatRequest(BaseModel):
+    """One user message. ``user_id``/``user`` exist only so they can be refused (403):
+    an anonymous or session-token caller cannot name who it is."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str = Field(description="The user's message (UTF-8 text).")
+    conversation_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Continue this conversation; omitted: the most recent one, or a new one.",
+    )
+    user_id: str | None = Field(None, description="Refused with 403 for session callers.")
+    user: str | None = Field(None, description="Refused with 403 for session callers.")
+
+
+class ChatResponse(BaseModel):
+    success: Literal[True] = True
+    message: str = Field(description="The assistant's complete reply.")
+    conversation_id: str
+    message_id: str
+
+
+class SessionCreated(BaseModel):
+    token: str = Field(description="Send as 'Authorization: Bearer <token>'; also set as a cookie.")
+    session_id: str
+    expires_at: datetime
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    created_at: datetime
+    last_active_at: datetime
+    expires_at: datetime
+    conversation_count: int
+    message_count: int
+
+
+class ConversationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=120)
+
+
+class Conversation(BaseModel):
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+    @classmethod
+    def of(cls, row: ConversationRow, message_count: int = 0) -> Conversation:
+        return cls(
+            id=row.id,
+            title=row.title,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            message_count=message_count,
+        )
+
+
+class ConversationPage(BaseModel):
+    conversations: list[Conversation]
+    total: int
+    limit: int
+    offset: int
+
+
+class Message(BaseModel):
+    id: str
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["complete", "incomplete", "error"]
+    created_at: datetime
+    error_code: str | None = None
+
+    @classmethod
+    def of(cls, row: MessageRow) -> Message:
+        return cls.model_validate(
+            {
+                "id": row.id,
+                "role": row.role,
+                "content": row.content,
+                "status": row.status,
+                "created_at": row.created_at,
+                "error_code": row.error_code,
+            }
+        )
+
+
+class MessagePage(BaseModel):
+    messages: list[Message]
+    total: int
+    limit: int
+    offset: int
+
+
+class SessionReset(BaseModel):
+    conversation: Conversation
+
+
+class SessionCounts(BaseModel):
+    total: int
+    active: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    provider: str
+    database: Literal["ok", "unreachable"]
+    sessions: SessionCounts | None
+    turns_in_progress: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "Conversation",
+    "ConversationCreate",
+    "ConversationPage",
+    "ErrorEnvelope",
+    "Health",
+    "Message",
+    "MessagePage",
+    "SessionCreated",
+    "SessionInfo",
+    "SessionReset",
+]

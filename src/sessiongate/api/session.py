@@ -1,0 +1,58 @@
+"""The caller's session: create one, read it, reset it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request, status
+
+from ..store import queries as q
+from .deps import CurrentSession, StateDep, issue_session_cookie
+from .schemas import Conversation, SessionCreated, SessionInfo, SessionReset
+
+router = APIRouter(prefix="/api/session", tags=["session"])
+
+
+@router.post("", response_model=SessionCreated, status_code=status.HTTP_201_CREATED)
+async def create_session(request: Request, state: StateDep) -> SessionCreated:
+    """Start a new anonymous session, whatever credentials came with the request.
+
+    The token is returned for API clients (`Authorization: Bearer <token>`) and set as
+    an HttpOnly cookie for browsers. It expires after the idle TTL.
+    """
+    async with state.sessionmaker() as db, db.begin():
+        row = await q.create_session(db, idle_ttl=state.settings.session_idle_ttl)
+    token = issue_session_cookie(request, state, row.id)
+    claims = state.tokens.verify(token)
+    return SessionCreated(
+        token=token,
+        session_id=row.id,
+        expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+    )
+
+
+@router.get("/info", response_model=SessionInfo)
+async def session_info(session: CurrentSession, state: StateDep) -> SessionInfo:
+    """Your session: when it started, was last active and expires, and what it holds."""
+    async with state.sessionmaker() as db:
+        counts = await q.count_session_data(db, session.id)
+    return SessionInfo(
+        session_id=session.id,
+        created_at=session.created_at,
+        last_active_at=session.last_active_at,
+        expires_at=session.expires_at,
+        conversation_count=counts.conversations,
+        message_count=counts.messages,
+    )
+
+
+@router.post("/reset", response_model=SessionReset)
+async def reset_session(session: CurrentSession, state: StateDep) -> SessionReset:
+    """Delete all your conversations and start one empty one. Your identity stays."""
+    async with state.locks.hold(session.id), state.sessionmaker() as db, db.begin():
+        await q.delete_all_conversations(db, session.id)
+        row = await q.create_conversation(db, session.id)
+    return SessionReset(conversation=Conversation.of(row))
+
+
+__all__ = ["router"]

@@ -1,0 +1,57 @@
+"""Providers: the upstreams that produce the assistant's reply."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from .base import (
+    ChatMessage,
+    ContextWindow,
+    ConversationBound,
+    Provider,
+    ProviderEvent,
+    TextDelta,
+    TurnRequest,
+    Usage,
+)
+
+
+async def build_provider(settings: Settings) -> Provider:
+    """Create the provider ``settings.provider`` names; the local model loads here.
+
+    Raises ``ConfigurationError`` naming the setting that is missing or wrong.
+    """
+    if settings.provider == "openai":
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+            model=settings.openai_model,
+            context_tokens=settings.openai_context_tokens,
+            max_tokens=settings.openai_max_tokens,
+            connect_timeout=settings.connect_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+    from .local import LocalProvider
+
+    return await LocalProvider.load(
+        settings.local_model_path,
+        context_tokens=settings.local_context_tokens,
+        max_tokens=settings.local_max_tokens,
+        temperature=settings.local_temperature,
+        max_queue=settings.local_max_queue,
+        threads=settings.local_threads,
+    )
+
+
+__all__ = [
+    "ChatMessage",
+    "ContextWindow",
+    "ConversationBound",
+    "Provider",
+    "ProviderEvent",
+    "TextDelta",
+    "TurnRequest",
+    "Usage",
+    "build_provider",
+]

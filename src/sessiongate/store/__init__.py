@@ -1,0 +1,16 @@
+"""Persistence: models, the engine, migrations and session-keyed queries."""
+
+from .database import DbSession, create_engine, create_sessionmaker, migrate, migrate_sync
+from .models import Base, ConversationRow, MessageRow, SessionRow
+
+__all__ = [
+    "Base",
+    "ConversationRow",
+    "DbSession",
+    "MessageRow",
+    "SessionRow",
+    "create_engine",
+    "create_sessionmaker",
+    "migrate",
+    "migrate_sync",
+]

@@ -1,0 +1,270 @@
+"""Queries over user data. Every one that reads or changes a conversation or message is
+keyed by ``session_id``: a row of another session is indistinguishable from a missing
+one (the caller gets ``None`` / ``NotFound``). This is the isolation boundary; tests in
+``tests/store`` and ``tests/test_isolation.py`` prove it on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from ..errors import NotFound
+from .database import DbSession
+from .models import ConversationRow, MessageRow, SessionRow, new_id, utcnow
+
+
+def new_session_name() -> str:
+    """An opaque upstream identity: random, no internal id or personal data (``sg_`` + 32 chars)."""
+    return "sg_" + secrets.token_urlsafe(24)
+
+
+async def create_session(db: DbSession, *, idle_ttl: int, now: datetime | None = None) -> SessionRow:
+    """Insert a new session that expires ``idle_ttl`` seconds from ``now``."""
+    now = now or utcnow()
+    row = SessionRow(
+        id=new_id(),
+        session_name=new_session_name(),
+        created_at=now,
+        last_active_at=now,
+        expires_at=now + timedelta(seconds=idle_ttl),
+    )
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
+    """The session with this id, expired or not; None if it does not exist."""
+    return await db.get(SessionRow, session_id)
+
+
+async def touch_session(
+    db: DbSession, session_id: str, *, idle_ttl: int, now: datetime | None = None
+) -> None:
+    """Mark the session active now and push its expiry ``idle_ttl`` seconds out."""
+    now = now or utcnow()
+    await db.execute(
+        update(SessionRow)
+        .where(SessionRow.id == session_id)
+        .values(last_active_at=now, expires_at=now + timedelta(seconds=idle_ttl))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    conversations: int
+    messages: int
+
+
+async def count_session_data(db: DbSession, session_id: str) -> SessionCounts:
+    """How many conversations and messages the session holds."""
+    conversations = await db.scalar(
+        select(func.count()).select_from(ConversationRow).where(ConversationRow.session_id == session_id)
+    )
+    messages = await db.scalar(
+        select(func.count()).select_from(MessageRow).where(MessageRow.session_id == session_id)
+    )
+    return SessionCounts(conversations=conversations or 0, messages=messages or 0)
+
+
+async def count_sessions(db: DbSession, *, now: datetime | None = None) -> tuple[int, int]:
+    """(all sessions, sessions not yet expired) — for health and admin, never per-user data."""
+    now = now or utcnow()
+    total = await db.scalar(select(func.count()).select_from(SessionRow))
+    active = await db.scalar(
+        select(func.count()).select_from(SessionRow).where(SessionRow.expires_at > now)
+    )
+    return total or 0, active or 0
+
+
+async def create_conversation(
+    db: DbSession, session_id: str, *, title: str | None = None, now: datetime | None = None
+) -> ConversationRow:
+    """Insert an empty conversation in the session."""
+    now = now or utcnow()
+    row = ConversationRow(
+        id=new_id(), session_id=session_id, title=title, created_at=now, updated_at=now
+    )
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def get_conversation(db: DbSession, session_id: str, conversation_id: str) -> ConversationRow:
+    """The session's conversation with this id. Raises ``NotFound`` for any other id."""
+    row = await db.scalar(
+        select(ConversationRow).where(
+            ConversationRow.id == conversation_id, ConversationRow.session_id == session_id
+        )
+    )
+    if row is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return row
+
+
+async def latest_conversation(db: DbSession, session_id: str) -> ConversationRow | None:
+    """The session's most recently active conversation, or None."""
+    return await db.scalar(
+        select(ConversationRow)
+        .where(ConversationRow.session_id == session_id)
+        .order_by(ConversationRow.updated_at.desc(), ConversationRow.created_at.desc())
+        .limit(1)
+    )
+
+
+async def list_conversations(
+    db: DbSession, session_id: str, *, limit: int, offset: int
+) -> tuple[Sequence[tuple[ConversationRow, int]], int]:
+    """A page of the session's conversations, newest activity first, each with its
+    message count; plus the total number of conversations."""
+    counts = (
+        select(MessageRow.conversation_id, func.count().label("n"))
+        .where(MessageRow.session_id == session_id)
+        .group_by(MessageRow.conversation_id)
+        .subquery()
+    )
+    rows = await db.execute(
+        select(ConversationRow, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.conversation_id == ConversationRow.id)
+        .where(ConversationRow.session_id == session_id)
+        .order_by(ConversationRow.updated_at.desc(), ConversationRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await db.scalar(
+        select(func.count()).select_from(ConversationRow).where(ConversationRow.session_id == session_id)
+    )
+    return [(c, int(n)) for c, n in rows.all()], total or 0
+
+
+async def delete_conversation(db: DbSession, session_id: str, conversation_id: str) -> None:
+    """Delete the session's conversation and its messages. Raises ``NotFound`` otherwise."""
+    await get_conversation(db, session_id, conversation_id)
+    await db.execute(
+        delete(MessageRow).where(
+            MessageRow.session_id == session_id, MessageRow.conversation_id == conversation_id
+        )
+    )
+    await db.execute(
+        delete(ConversationRow).where(
+            ConversationRow.session_id == session_id, ConversationRow.id == conversation_id
+        )
+    )
+
+
+async def delete_all_conversations(db: DbSession, session_id: str) -> None:
+    """Delete every conversation and message of the session; the session itself stays."""
+    await db.execute(delete(MessageRow).where(MessageRow.session_id == session_id))
+    await db.execute(delete(ConversationRow).where(ConversationRow.session_id == session_id))
+
+
+async def list_messages(
+    db: DbSession, session_id: str, conversation_id: str, *, limit: int | None = None, offset: int = 0
+) -> tuple[Sequence[MessageRow], int]:
+    """A page of one conversation's messages, oldest first, and their total.
+
+    Raises ``NotFound`` unless the conversation belongs to the session.
+    """
+    await get_conversation(db, session_id, conversation_id)
+    where = (MessageRow.session_id == session_id, MessageRow.conversation_id == conversation_id)
+    query = select(MessageRow).where(*where).order_by(MessageRow.position).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await db.scalars(query)).all()
+    total = await db.scalar(select(func.count()).select_from(MessageRow).where(*where))
+    return rows, total or 0
+
+
+async def append_message(
+    db: DbSession,
+    conversation: ConversationRow,
+    *,
+    role: str,
+    content: str,
+    status: str = "complete",
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    error_code: str | None = None,
+    upstream_logid: str | None = None,
+    now: datetime | None = None,
+) -> MessageRow:
+    """Append a message at the end of ``conversation`` and bump its ``updated_at``.
+
+    The caller holds the session's turn lock, so positions cannot race; the unique
+    (conversation_id, position) constraint would refuse it if they did.
+    """
+    now = now or utcnow()
+    last = await db.scalar(
+        select(func.max(MessageRow.position)).where(
+            MessageRow.session_id == conversation.session_id,
+            MessageRow.conversation_id == conversation.id,
+        )
+    )
+    row = MessageRow(
+        id=new_id(),
+        session_id=conversation.session_id,
+        conversation_id=conversation.id,
+        position=(last or 0) + 1,
+        role=role,
+        content=content,
+        status=status,
+        created_at=now,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        error_code=error_code,
+        upstream_logid=upstream_logid,
+    )
+    db.add(row)
+    values: dict[str, object] = {"updated_at": now}
+    if conversation.title is None and role == "user":
+        values["title"] = _title_from(content)
+        conversation.title = str(values["title"])
+    await db.execute(
+        update(ConversationRow)
+        .where(ConversationRow.id == conversation.id, ConversationRow.session_id == conversation.session_id)
+        .values(**values)
+    )
+    conversation.updated_at = now
+    await db.flush()
+    return row
+
+
+async def bind_upstream_conversation(
+    db: DbSession, session_id: str, conversation_id: str, upstream_id: str
+) -> None:
+    """Remember the provider's conversation id for this gateway conversation."""
+    await db.execute(
+        update(ConversationRow)
+        .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
+        .values(upstream_conversation_id=upstream_id)
+    )
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+__all__ = [
+    "SessionCounts",
+    "append_message",
+    "bind_upstream_conversation",
+    "count_session_data",
+    "count_sessions",
+    "create_conversation",
+    "create_session",
+    "delete_all_conversations",
+    "delete_conversation",
+    "get_conversation",
+    "get_session",
+    "latest_conversation",
+    "list_conversations",
+    "list_messages",
+    "new_session_name",
+    "touch_session",
+]
