@@ -1,0 +1,107 @@
+"""Bad input of every kind gets a clear error in the envelope and stores nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..conftest import Gateway
+from ..fakes.openai_server import FakeOpenAI
+
+
+async def assert_nothing_stored(gateway: Gateway, headers: dict[str, str]) -> None:
+    async with gateway.client() as client:
+        info = (await client.get("/api/session/info", headers=headers)).json()
+    assert info["message_count"] == 0
+    assert info["conversation_count"] == 0
+
+
+@pytest.fixture
+async def auth(gateway: Gateway) -> dict[str, str]:
+    async with gateway.client() as client:
+        token = (await client.post("/api/session")).json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"message": ""}, 400, "empty_message"),
+        ({"message": "   \n\t "}, 400, "empty_message"),
+        ({"message": "x" * 8001}, 413, "message_too_long"),
+        ({"message": "字" * 8001}, 413, "message_too_long"),
+        ({}, 422, "invalid_request"),
+        ({"message": 42}, 422, "invalid_request"),
+        ({"message": ["a"]}, 422, "invalid_request"),
+        ({"message": "hi", "conversation_id": "0" * 32}, 404, "conversation_not_found"),
+        ({"message": "hi", "conversation_id": "x" * 65}, 422, "invalid_request"),
+    ],
+)
+async def test_bad_chat_body_is_refused_and_nothing_stored(
+    gateway: Gateway, fake_openai: FakeOpenAI, auth: dict[str, str], path: str, body: dict, status: int, code: str
+) -> None:
+    async with gateway.client() as client:
+        r = await client.post(path, json=body, headers=auth)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+    await assert_nothing_stored(gateway, auth)
+    assert fake_openai.requests == []
+
+
+async def test_malformed_json_is_400(gateway: Gateway, auth: dict[str, str]) -> None:
+    async with gateway.client() as client:
+        r = await client.post(
+            "/api/chat", content=b'{"message": "hi"', headers={**auth, "Content-Type": "application/json"}
+        )
+    assert r.status_code == 400
+    assert r.json() == {"error": {"code": "malformed_json", "message": "The request body is not valid JSON."}}
+    await assert_nothing_stored(gateway, auth)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_wrong_content_type_is_415(gateway: Gateway, auth: dict[str, str], content_type: str | None) -> None:
+    headers = dict(auth)
+    if content_type:
+        headers["Content-Type"] = content_type
+    async with gateway.client() as client:
+        r = await client.post("/api/chat", content=b'{"message": "hi"}', headers=headers)
+    assert r.status_code == 415
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    await assert_nothing_stored(gateway, auth)
+
+
+async def test_huge_body_is_413_before_parsing(gateway: Gateway, auth: dict[str, str]) -> None:
+    async with gateway.client() as client:
+        r = await client.post(
+            "/api/chat",
+            content=b'{"message": "' + b"a" * 2_000_000 + b'"}',
+            headers={**auth, "Content-Type": "application/json"},
+        )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+    await assert_nothing_stored(gateway, auth)
+
+
+async def test_malformed_authorization_header_is_401(gateway: Gateway) -> None:
+    async with gateway.client() as client:
+        r = await client.get("/api/session/info", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_token"
+
+
+async def test_unknown_route_and_method_use_the_envelope(gateway: Gateway) -> None:
+    async with gateway.client() as client:
+        missing = await client.get("/api/nope")
+        wrong_method = await client.get("/api/chat")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "offset=-1", "limit=abc"])
+async def test_bad_pagination_is_422(gateway: Gateway, auth: dict[str, str], query: str) -> None:
+    async with gateway.client() as client:
+        r = await client.get(f"/api/conversations?{query}", headers=auth)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_request"
