@@ -23,7 +23,9 @@ from sessiongate.store import create_engine, create_sessionmaker
 from .fakes.openai_server import FakeOpenAI
 from .fakes.servers import ServerThread
 
-PG_URL = os.environ.get("SESSIONGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "SESSIONGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 SECRET = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -112,7 +114,9 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway(database_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI) -> AsyncIterator[Gateway]:
+async def gateway(
+    database_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
+) -> AsyncIterator[Gateway]:
     """A gateway on the fake OpenAI upstream, on SQLite and on PostgreSQL."""
     _, url = fake_openai_server
     settings = make_settings(database_url, url)
@@ -122,7 +126,9 @@ async def gateway(database_url: str, fake_openai_server: tuple[FakeOpenAI, str],
 
 
 @pytest.fixture
-async def sqlite_gateway(sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI) -> AsyncIterator[Gateway]:
+async def sqlite_gateway(
+    sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
+) -> AsyncIterator[Gateway]:
     """The same gateway, on SQLite only (for tests whose point is not the database)."""
     _, url = fake_openai_server
     settings = make_settings(sqlite_url, url)
@@ -159,7 +165,9 @@ class LiveGateway:
 
 
 @pytest.fixture
-def live_gateway(sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI) -> Iterator[LiveGateway]:
+def live_gateway(
+    sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
+) -> Iterator[LiveGateway]:
     _, url = fake_openai_server
     settings = make_settings(sqlite_url, url)
     with ServerThread(create_app(settings)) as server:

@@ -15,7 +15,10 @@ import pytest
 from .conftest import SECRET, Gateway
 from .fakes.openai_server import FakeOpenAI
 
-PAIRS = [("我叫张三", "我叫李四", "张三", "李四"), ("My name is Alice.", "My name is Bob.", "Alice", "Bob")]
+PAIRS = [
+    ("我叫张三", "我叫李四", "张三", "李四"),
+    ("My name is Alice.", "My name is Bob.", "Alice", "Bob"),
+]
 
 
 async def new_session(client: httpx.AsyncClient) -> dict[str, str]:
@@ -51,12 +54,14 @@ async def test_context_sent_for_a_holds_only_a_messages(
     assert len(fake_openai.requests_for(a_user)) == 2
 
 
-async def test_b_cannot_list_read_or_delete_a_conversation(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_b_cannot_list_read_or_delete_a_conversation(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         a, b = await new_session(client), await new_session(client)
-        conv_id = (await client.post("/api/chat", json={"message": "secret of A"}, headers=a)).json()[
-            "conversation_id"
-        ]
+        conv_id = (
+            await client.post("/api/chat", json={"message": "secret of A"}, headers=a)
+        ).json()["conversation_id"]
         listed = (await client.get("/api/conversations", headers=b)).json()
         assert listed["conversations"] == [] and listed["total"] == 0
 
@@ -96,14 +101,18 @@ async def test_b_reset_does_not_touch_a(gateway: Gateway, fake_openai: FakeOpenA
         "garbage",
     ],
 )
-async def test_forged_or_tampered_token_is_refused(gateway: Gateway, fake_openai: FakeOpenAI, forge: str) -> None:
+async def test_forged_or_tampered_token_is_refused(
+    gateway: Gateway, fake_openai: FakeOpenAI, forge: str
+) -> None:
     async with gateway.client() as client:
         a = await new_session(client)
         token = a["Authorization"].removeprefix("Bearer ")
         claims = jwt.decode(token, SECRET, algorithms=["HS256"])
         header, payload, signature = token.split(".")
         if forge == "tampered_payload":
-            other = jwt.encode({**claims, "sub": "f" * 32}, "x" * 40, algorithm="HS256").split(".")[1]
+            other = jwt.encode({**claims, "sub": "f" * 32}, "x" * 40, algorithm="HS256").split(".")[
+                1
+            ]
             bad = f"{header}.{other}.{signature}"
         elif forge == "wrong_key":
             bad = jwt.encode(claims, "another-secret-key-that-is-long-enough!!", algorithm="HS256")
@@ -127,7 +136,9 @@ async def test_forged_or_tampered_token_is_refused(gateway: Gateway, fake_openai
         assert after["message_count"] == before["message_count"] == 0
 
 
-async def test_user_id_chosen_by_client_is_refused(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_user_id_chosen_by_client_is_refused(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         a = await new_session(client)
         for body in ({"message": "hi", "user_id": "victim"}, {"message": "hi", "user": "victim"}):
@@ -159,7 +170,10 @@ async def test_twenty_sessions_five_concurrent_turns_each_keep_their_own_history
             convs = (await client.get("/api/conversations", headers=headers)).json()
             assert convs["total"] == 1
             msgs = (
-                await client.get(f"/api/conversations/{convs['conversations'][0]['id']}/messages", headers=headers)
+                await client.get(
+                    f"/api/conversations/{convs['conversations'][0]['id']}/messages",
+                    headers=headers,
+                )
             ).json()["messages"]
             assert len(msgs) == 10
             users = [m["content"] for m in msgs if m["role"] == "user"]
@@ -170,5 +184,9 @@ async def test_twenty_sessions_five_concurrent_turns_each_keep_their_own_history
             assert replies == [f"Echo: {u}" for u in users]
     # Each upstream request held only its own session's messages.
     for recorded in fake_openai.requests:
-        owners = {m["content"].removeprefix("Echo: ").split("-")[0] for m in recorded.messages if m["role"] != "system"}
+        owners = {
+            m["content"].removeprefix("Echo: ").split("-")[0]
+            for m in recorded.messages
+            if m["role"] != "system"
+        }
         assert len(owners) == 1

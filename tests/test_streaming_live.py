@@ -35,7 +35,9 @@ async def test_frames_arrive_before_generation_ends(live_gateway: LiveGateway) -
     assert finished_at - first_delta_at > 1.0
 
 
-async def test_client_disconnect_stops_generation_and_stores_incomplete(live_gateway: LiveGateway) -> None:
+async def test_client_disconnect_stops_generation_and_stores_incomplete(
+    live_gateway: LiveGateway,
+) -> None:
     fake = live_gateway.fake
     fake.behaviour.chunk_delay = 0.05
     fake.behaviour.chunk_size = 2
@@ -45,7 +47,9 @@ async def test_client_disconnect_stops_generation_and_stores_incomplete(live_gat
     async with httpx.AsyncClient(base_url=live_gateway.url, timeout=30) as client:
         conversation_id = (await client.post("/api/conversations", json={})).json()["id"]
         async with client.stream(
-            "POST", "/api/chat/stream", json={"message": "go on", "conversation_id": conversation_id}
+            "POST",
+            "/api/chat/stream",
+            json={"message": "go on", "conversation_id": conversation_id},
         ) as r:
             async for line in r.aiter_lines():
                 if line.startswith("data: "):
@@ -63,7 +67,9 @@ async def test_client_disconnect_stops_generation_and_stores_incomplete(live_gat
         return len(await live_gateway.messages(conversation_id)) == 2
 
     await wait_until(stored, timeout=10)
-    (user_role, user_status, user_text), (role, status, content) = await live_gateway.messages(conversation_id)
+    (user_role, user_status, user_text), (role, status, content) = await live_gateway.messages(
+        conversation_id
+    )
     assert (user_role, user_status, user_text) == ("user", "complete", "go on")
     assert (role, status) == ("assistant", "incomplete")
     assert content.startswith(received) and len(content) < 400

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import anyio
@@ -179,9 +179,11 @@ class ChatService:
                 retry_after=max(1, math.ceil(self._mean_turn_seconds * waiting)),
             )
         self._admitted += 1
-        return Turn(session=session, message=message, conversation_id=conversation_id, _service=self)
+        return Turn(
+            session=session, message=message, conversation_id=conversation_id, _service=self
+        )
 
-    async def stream_turn(self, turn: Turn) -> AsyncIterator[TurnEvent]:
+    async def stream_turn(self, turn: Turn) -> AsyncGenerator[TurnEvent, None]:
         """Run ``turn``: yields ``ReplyDelta``s then one ``TurnDone`` or ``TurnFailed``.
 
         If the consumer is cancelled or stops iterating, generation stops and the
@@ -206,9 +208,8 @@ class ChatService:
             if turn.conversation_id is not None:
                 conversation = await q.get_conversation(db, session_id, turn.conversation_id)
             else:
-                conversation = await q.latest_conversation(db, session_id)
-                if conversation is None:
-                    conversation = await q.create_conversation(db, session_id)
+                latest = await q.latest_conversation(db, session_id)
+                conversation = latest or await q.create_conversation(db, session_id)
             await q.append_message(db, conversation, role="user", content=turn.message)
             await q.touch_session(db, session_id, idle_ttl=self._idle_ttl)
             history, _ = await q.list_messages(db, session_id, conversation.id)
@@ -228,7 +229,7 @@ class ChatService:
 
     async def _generate(
         self, session: SessionRow, conversation: ConversationRow, request: TurnRequest
-    ) -> AsyncIterator[TurnEvent]:
+    ) -> AsyncGenerator[TurnEvent, None]:
         parts: list[str] = []
         usage = Usage()
         try:

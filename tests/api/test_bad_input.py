@@ -38,7 +38,13 @@ async def auth(gateway: Gateway) -> dict[str, str]:
     ],
 )
 async def test_bad_chat_body_is_refused_and_nothing_stored(
-    gateway: Gateway, fake_openai: FakeOpenAI, auth: dict[str, str], path: str, body: dict, status: int, code: str
+    gateway: Gateway,
+    fake_openai: FakeOpenAI,
+    auth: dict[str, str],
+    path: str,
+    body: dict,
+    status: int,
+    code: str,
 ) -> None:
     async with gateway.client() as client:
         r = await client.post(path, json=body, headers=auth)
@@ -53,15 +59,21 @@ async def test_bad_chat_body_is_refused_and_nothing_stored(
 async def test_malformed_json_is_400(gateway: Gateway, auth: dict[str, str]) -> None:
     async with gateway.client() as client:
         r = await client.post(
-            "/api/chat", content=b'{"message": "hi"', headers={**auth, "Content-Type": "application/json"}
+            "/api/chat",
+            content=b'{"message": "hi"',
+            headers={**auth, "Content-Type": "application/json"},
         )
     assert r.status_code == 400
-    assert r.json() == {"error": {"code": "malformed_json", "message": "The request body is not valid JSON."}}
+    assert r.json() == {
+        "error": {"code": "malformed_json", "message": "The request body is not valid JSON."}
+    }
     await assert_nothing_stored(gateway, auth)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-async def test_wrong_content_type_is_415(gateway: Gateway, auth: dict[str, str], content_type: str | None) -> None:
+async def test_wrong_content_type_is_415(
+    gateway: Gateway, auth: dict[str, str], content_type: str | None
+) -> None:
     headers = dict(auth)
     if content_type:
         headers["Content-Type"] = content_type
@@ -96,7 +108,10 @@ async def test_unknown_route_and_method_use_the_envelope(gateway: Gateway) -> No
         missing = await client.get("/api/nope")
         wrong_method = await client.get("/api/chat")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert (
+        wrong_method.status_code == 405
+        and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    )
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "offset=-1", "limit=abc"])

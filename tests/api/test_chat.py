@@ -14,7 +14,9 @@ def parse_sse(body: str) -> list[dict]:
     return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
 
 
-async def test_chat_returns_reply_and_stores_both_messages(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_chat_returns_reply_and_stores_both_messages(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         r = await client.post("/api/chat", json={"message": "hello there"})
         assert r.status_code == 200, r.text
@@ -30,7 +32,9 @@ async def test_chat_returns_reply_and_stores_both_messages(gateway: Gateway, fak
         assert msgs.json()["messages"][1]["id"] == body["message_id"]
 
 
-async def test_chat_without_conversation_id_continues_latest(sqlite_gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_chat_without_conversation_id_continues_latest(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with sqlite_gateway.client() as client:
         first = (await client.post("/api/chat", json={"message": "one"})).json()
         second = (await client.post("/api/chat", json={"message": "two"})).json()
@@ -39,7 +43,9 @@ async def test_chat_without_conversation_id_continues_latest(sqlite_gateway: Gat
         assert [m["content"] for m in sent if m["role"] != "system"] == ["one", "Echo: one", "two"]
 
 
-async def test_stream_sends_message_frames_then_done(sqlite_gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_stream_sends_message_frames_then_done(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with sqlite_gateway.client() as client:
         r = await client.post("/api/chat/stream", json={"message": "我叫张三"})
         assert r.status_code == 200
@@ -62,25 +68,36 @@ async def test_provider_failure_stores_error_reply_and_keeps_user_message(
         assert r.json()["error"]["code"] == "upstream_error"
         assert "fake failure" not in r.text  # raw upstream bodies never reach a client
         convs = (await client.get("/api/conversations")).json()["conversations"]
-        msgs = (await client.get(f"/api/conversations/{convs[0]['id']}/messages")).json()["messages"]
-        assert [(m["role"], m["status"]) for m in msgs] == [("user", "complete"), ("assistant", "error")]
+        msgs = (await client.get(f"/api/conversations/{convs[0]['id']}/messages")).json()[
+            "messages"
+        ]
+        assert [(m["role"], m["status"]) for m in msgs] == [
+            ("user", "complete"),
+            ("assistant", "error"),
+        ]
         assert msgs[0]["content"] == "are you there?"
 
 
-async def test_stream_cut_mid_reply_becomes_error_frame(sqlite_gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_stream_cut_mid_reply_becomes_error_frame(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     fake_openai.behaviour.cut_after_chunks = 2
     async with sqlite_gateway.client() as client:
         r = await client.post("/api/chat/stream", json={"message": "a long question here"})
         frames = parse_sse(r.text)
         assert frames[-1]["type"] == "error"
         assert frames[-1]["code"] in {"upstream_unavailable", "upstream_error"}
-        msgs = (await client.get(f"/api/conversations/{frames[-1]['conversation_id']}/messages")).json()
+        msgs = (
+            await client.get(f"/api/conversations/{frames[-1]['conversation_id']}/messages")
+        ).json()
         reply = msgs["messages"][-1]
         assert reply["status"] == "error"
         assert reply["content"] == "Echo: a "  # the two chunks that did arrive are kept
 
 
-async def test_failed_reply_is_not_sent_as_context_next_turn(sqlite_gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_failed_reply_is_not_sent_as_context_next_turn(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with sqlite_gateway.client() as client:
         fake_openai.behaviour.fail_status = 503
         await client.post("/api/chat", json={"message": "first"})
@@ -91,7 +108,9 @@ async def test_failed_reply_is_not_sent_as_context_next_turn(sqlite_gateway: Gat
         assert sent == ["first", "second"]
 
 
-async def test_session_name_is_sent_as_openai_user(sqlite_gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_session_name_is_sent_as_openai_user(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with sqlite_gateway.client() as client:
         await client.post("/api/chat", json={"message": "hi"})
         info = (await client.get("/api/session/info")).json()
@@ -107,7 +126,9 @@ async def test_unreachable_upstream_is_502_with_envelope(sqlite_url: str) -> Non
 
     app = create_app(make_settings(sqlite_url, None))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://g"
+        ) as client:
             r = await client.post("/api/chat", json={"message": "hi"})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unavailable"

@@ -1,4 +1,4 @@
-"""Conversations and session endpoints: list with paging, create, read, delete, reset, info, health."""
+"""Conversations and session endpoints: paging, create, read, delete, reset, info, health."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ async def test_conversation_lifecycle(gateway: Gateway, fake_openai: FakeOpenAI)
         conv = created.json()
         assert conv["title"] == "Trip" and conv["message_count"] == 0
 
-        r = await client.post("/api/chat", json={"message": "plan it", "conversation_id": conv["id"]})
+        r = await client.post(
+            "/api/chat", json={"message": "plan it", "conversation_id": conv["id"]}
+        )
         assert r.json()["conversation_id"] == conv["id"]
 
         page = (await client.get("/api/conversations")).json()
@@ -24,16 +26,22 @@ async def test_conversation_lifecycle(gateway: Gateway, fake_openai: FakeOpenAI)
         assert (await client.get("/api/session/info")).json()["message_count"] == 0
 
 
-async def test_new_conversation_becomes_the_default_for_chat(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_new_conversation_becomes_the_default_for_chat(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         first = (await client.post("/api/chat", json={"message": "one"})).json()["conversation_id"]
         fresh = (await client.post("/api/conversations", json={})).json()["id"]
         second = (await client.post("/api/chat", json={"message": "two"})).json()["conversation_id"]
         assert second == fresh != first
-        assert [m["content"] for m in fake_openai.requests[-1].messages if m["role"] == "user"] == ["two"]
+        assert [m["content"] for m in fake_openai.requests[-1].messages if m["role"] == "user"] == [
+            "two"
+        ]
 
 
-async def test_conversation_titles_come_from_the_first_message(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_conversation_titles_come_from_the_first_message(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         await client.post("/api/chat", json={"message": "  Where is\nthe station?  "})
         conv = (await client.get("/api/conversations")).json()["conversations"][0]
@@ -58,7 +66,9 @@ async def test_pagination_returns_every_conversation_once(gateway: Gateway) -> N
 async def test_messages_paginate_in_order(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
     async with gateway.client() as client:
         for i in range(3):
-            conv = (await client.post("/api/chat", json={"message": f"m{i}"})).json()["conversation_id"]
+            conv = (await client.post("/api/chat", json={"message": f"m{i}"})).json()[
+                "conversation_id"
+            ]
         first = (await client.get(f"/api/conversations/{conv}/messages?limit=4")).json()
         rest = (await client.get(f"/api/conversations/{conv}/messages?limit=4&offset=4")).json()
     assert first["total"] == 6
@@ -66,7 +76,9 @@ async def test_messages_paginate_in_order(gateway: Gateway, fake_openai: FakeOpe
     assert contents == ["m0", "Echo: m0", "m1", "Echo: m1", "m2", "Echo: m2"]
 
 
-async def test_reset_deletes_conversations_and_keeps_identity(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_reset_deletes_conversations_and_keeps_identity(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         await client.post("/api/chat", json={"message": "forget me"})
         before = (await client.get("/api/session/info")).json()
@@ -79,7 +91,9 @@ async def test_reset_deletes_conversations_and_keeps_identity(gateway: Gateway, 
     assert convs["conversations"][0]["id"] == reset.json()["conversation"]["id"]
 
 
-async def test_session_info_reports_times_and_counts(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+async def test_session_info_reports_times_and_counts(
+    gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
     async with gateway.client() as client:
         created = (await client.post("/api/session")).json()
         headers = {"Authorization": f"Bearer {created['token']}"}
@@ -108,7 +122,9 @@ async def test_session_that_no_longer_exists_is_401_not_a_new_one(gateway: Gatew
         created = (await client.post("/api/session")).json()
         async with gateway.state.sessionmaker() as db, db.begin():
             await db.execute(delete(SessionRow).where(SessionRow.id == created["session_id"]))
-        r = await client.get("/api/session/info", headers={"Authorization": f"Bearer {created['token']}"})
+        r = await client.get(
+            "/api/session/info", headers={"Authorization": f"Bearer {created['token']}"}
+        )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "session_not_found"
 
@@ -130,7 +146,9 @@ async def test_expired_session_is_401(gateway: Gateway) -> None:
                 .values(expires_at=utcnow() - timedelta(seconds=1))
             )
         r = await client.post(
-            "/api/chat", json={"message": "hi"}, headers={"Authorization": f"Bearer {created['token']}"}
+            "/api/chat",
+            json={"message": "hi"},
+            headers={"Authorization": f"Bearer {created['token']}"},
         )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "session_expired"

@@ -72,7 +72,9 @@ class FakeOpenAI:
             return [r for r in self.requests if r.user == user]
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
+        return Starlette(
+            routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])]
+        )
 
     async def _completions(self, request: Request) -> Response:
         body = await request.json()

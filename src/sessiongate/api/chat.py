@@ -54,7 +54,9 @@ async def chat(body: ChatRequest, session: CurrentSession, state: StateDep) -> C
     dependencies=[JsonBody],
     responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
 )
-async def chat_stream(body: ChatRequest, session: CurrentSession, state: StateDep) -> StreamingResponse:
+async def chat_stream(
+    body: ChatRequest, session: CurrentSession, state: StateDep
+) -> StreamingResponse:
     """Send one message and receive the reply as Server-Sent Events.
 
     Frames are `data: {json}` lines: `{"type":"message","content":<text delta>}` as the

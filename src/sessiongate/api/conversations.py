@@ -6,18 +6,27 @@ answers 404 exactly like one that never existed.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, status
 
 from ..store import queries as q
 from .deps import CurrentSession, StateDep
-from .schemas import Conversation, ConversationCreate, ConversationPage, ErrorEnvelope, Message, MessagePage
+from .schemas import (
+    Conversation,
+    ConversationCreate,
+    ConversationPage,
+    ErrorEnvelope,
+    Message,
+    MessagePage,
+)
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
-_NOT_FOUND = {404: {"model": ErrorEnvelope, "description": "No such conversation in your session."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorEnvelope, "description": "No such conversation in your session."}
+}
 
 
 @router.get("", response_model=ConversationPage)

@@ -94,9 +94,7 @@ async def current_session(request: Request, state: StateDep) -> SessionRow:
     401 — never silently replaced (that would hide a stolen-cookie or clock problem).
     """
     if request.headers.get("x-sessiongate-user") is not None:
-        raise Forbidden(
-            "Only API-key callers may name an end user.", code="user_not_allowed"
-        )
+        raise Forbidden("Only API-key callers may name an end user.", code="user_not_allowed")
     token = bearer_token(request.headers.get("authorization"))
     from_cookie = False
     if token is None:
@@ -113,7 +111,9 @@ async def current_session(request: Request, state: StateDep) -> SessionRow:
     if found is None:
         raise AuthError("This session no longer exists; start a new one.", code="session_not_found")
     if found.expires_at <= utcnow():
-        raise AuthError("This session expired after inactivity; start a new one.", code="session_expired")
+        raise AuthError(
+            "This session expired after inactivity; start a new one.", code="session_expired"
+        )
     if from_cookie and time.time() - claims.issued_at > state.tokens.ttl / 10:
         # Sliding expiry for browsers: the cookie follows the session's idle TTL.
         issue_session_cookie(request, state, found.id)

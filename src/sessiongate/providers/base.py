@@ -9,7 +9,7 @@ generation and release every upstream stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -77,7 +77,7 @@ class Provider(Protocol):
     name: str
     max_pending: int | None
 
-    def stream_reply(self, request: TurnRequest) -> AsyncIterator[ProviderEvent]:
+    def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream the reply to ``request``; raises ``UpstreamError`` subclasses."""
         ...
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -127,11 +127,15 @@ class LocalProvider:
             ) from exc
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         loop = asyncio.get_running_loop()
-        path = model_path or await loop.run_in_executor(executor, default_model_path)
+        path = (
+            model_path if model_path else await loop.run_in_executor(executor, default_model_path)
+        )
         try:
             llama = await loop.run_in_executor(
                 executor,
-                lambda: Llama(model_path=path, n_ctx=context_tokens, n_threads=threads, verbose=False),
+                lambda: Llama(
+                    model_path=path, n_ctx=context_tokens, n_threads=threads, verbose=False
+                ),
             )
         except (OSError, ValueError, RuntimeError) as exc:
             executor.shutdown(wait=False)
@@ -149,7 +153,7 @@ class LocalProvider:
     def _count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    async def stream_reply(self, request: TurnRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream the reply token by token; raises ``UpstreamError`` if llama.cpp fails."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -181,7 +185,7 @@ class LocalProvider:
                 return
             prompt = format_prompt(self._window.trim(request.messages))
             prompt_tokens = len(self._llama.tokenize(prompt.encode("utf-8")))
-            completion = self._llama.create_completion(
+            completion: Iterator[Any] = self._llama.create_completion(  # type: ignore[assignment]
                 prompt,
                 max_tokens=self._max_tokens,
                 temperature=self._temperature,
@@ -198,13 +202,17 @@ class LocalProvider:
                     if text:
                         emit(TextDelta(text))
             finally:
-                completion.close()  # type: ignore[attr-defined]
+                close = getattr(completion, "close", None)
+                if close is not None:
+                    close()
             emit(Usage(prompt_tokens=prompt_tokens, completion_tokens=produced))
         except SessiongateError as exc:
             emit(exc)
         except Exception as exc:  # llama.cpp raises plain RuntimeError/ValueError
             log.exception("local model failed")
-            emit(UpstreamError(f"The local model failed: {type(exc).__name__}.", code="model_error"))
+            emit(
+                UpstreamError(f"The local model failed: {type(exc).__name__}.", code="model_error")
+            )
         finally:
             self.generating = False
             emit(_END)

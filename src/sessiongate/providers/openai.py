@@ -8,7 +8,7 @@ is unknown here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -22,6 +22,26 @@ def estimate_tokens(text: str) -> int:
     """Upper-bound-ish token estimate: ~1 token per CJK character, ~4 chars per token otherwise."""
     wide = sum(1 for ch in text if ord(ch) > 0x2E80)
     return wide + (len(text) - wide + 3) // 4
+
+
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(timeouts, all transport errors) of httpx and of httpx2, which openai>=3 uses.
+
+    The SDK lets transport errors raised while iterating a stream escape unwrapped.
+    """
+    timeouts: list[type[Exception]] = [httpx.TimeoutException]
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    try:
+        import httpx2
+    except ImportError:
+        pass
+    else:
+        timeouts.append(httpx2.TimeoutException)
+        errors.append(httpx2.HTTPError)
+    return tuple(timeouts), tuple(errors)
+
+
+_TIMEOUTS, _TRANSPORT_ERRORS = _transport_errors()
 
 
 class OpenAIProvider:
@@ -54,10 +74,10 @@ class OpenAIProvider:
             # Local servers (vLLM, llama.cpp server, Ollama) often need no key.
             api_key=api_key or "unused",
             max_retries=0,
-            timeout=httpx.Timeout(idle_timeout, connect=connect_timeout),
+            timeout=openai.Timeout(idle_timeout, connect=connect_timeout),
         )
 
-    async def stream_reply(self, request: TurnRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream the reply; raises ``UpstreamError`` subclasses, never ``openai`` errors."""
         messages: list[Any] = [
             {"role": m.role, "content": m.content} for m in self._window.trim(request.messages)
@@ -88,7 +108,7 @@ class OpenAIProvider:
         except openai.RateLimitError as exc:
             raise RateLimited(
                 "The model endpoint is rate limiting; try again shortly.",
-                retry_after=_retry_after(exc.response),
+                retry_after=_retry_after(exc.response.headers.get("retry-after")),
             ) from exc
         except openai.APIStatusError as exc:
             raise UpstreamError(
@@ -96,9 +116,9 @@ class OpenAIProvider:
                 upstream_code=exc.status_code,
                 logid=exc.request_id,
             ) from exc
-        except httpx.TimeoutException as exc:
+        except _TIMEOUTS as exc:
             raise UpstreamTimeout("The model endpoint stopped sending.") from exc
-        except httpx.HTTPError as exc:
+        except _TRANSPORT_ERRORS as exc:
             # A stream cut mid-reply surfaces as a raw httpx error from the SDK.
             raise UpstreamUnavailable("The connection to the model endpoint broke.") from exc
         except openai.OpenAIError as exc:
@@ -109,9 +129,9 @@ class OpenAIProvider:
         await self._client.close()
 
 
-def _retry_after(response: httpx.Response) -> int:
+def _retry_after(header: str | None) -> int:
     try:
-        return max(1, int(float(response.headers.get("retry-after", "5"))))
+        return max(1, int(float(header or "5")))
     except ValueError:
         return 5
 

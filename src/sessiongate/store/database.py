@@ -22,7 +22,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_engine(database_url: str) -> AsyncEngine:
-    """Create the async engine for ``database_url`` (``sqlite+aiosqlite`` or ``postgresql+asyncpg``)."""
+    """Create the async engine: ``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database not in (None, "", ":memory:"):

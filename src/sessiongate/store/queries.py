@@ -23,7 +23,9 @@ def new_session_name() -> str:
     return "sg_" + secrets.token_urlsafe(24)
 
 
-async def create_session(db: DbSession, *, idle_ttl: int, now: datetime | None = None) -> SessionRow:
+async def create_session(
+    db: DbSession, *, idle_ttl: int, now: datetime | None = None
+) -> SessionRow:
     """Insert a new session that expires ``idle_ttl`` seconds from ``now``."""
     now = now or utcnow()
     row = SessionRow(
@@ -64,7 +66,9 @@ class SessionCounts:
 async def count_session_data(db: DbSession, session_id: str) -> SessionCounts:
     """How many conversations and messages the session holds."""
     conversations = await db.scalar(
-        select(func.count()).select_from(ConversationRow).where(ConversationRow.session_id == session_id)
+        select(func.count())
+        .select_from(ConversationRow)
+        .where(ConversationRow.session_id == session_id)
     )
     messages = await db.scalar(
         select(func.count()).select_from(MessageRow).where(MessageRow.session_id == session_id)
@@ -137,7 +141,9 @@ async def list_conversations(
         .offset(offset)
     )
     total = await db.scalar(
-        select(func.count()).select_from(ConversationRow).where(ConversationRow.session_id == session_id)
+        select(func.count())
+        .select_from(ConversationRow)
+        .where(ConversationRow.session_id == session_id)
     )
     return [(c, int(n)) for c, n in rows.all()], total or 0
 
@@ -164,7 +170,12 @@ async def delete_all_conversations(db: DbSession, session_id: str) -> None:
 
 
 async def list_messages(
-    db: DbSession, session_id: str, conversation_id: str, *, limit: int | None = None, offset: int = 0
+    db: DbSession,
+    session_id: str,
+    conversation_id: str,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> tuple[Sequence[MessageRow], int]:
     """A page of one conversation's messages, oldest first, and their total.
 
@@ -226,7 +237,10 @@ async def append_message(
         conversation.title = str(values["title"])
     await db.execute(
         update(ConversationRow)
-        .where(ConversationRow.id == conversation.id, ConversationRow.session_id == conversation.session_id)
+        .where(
+            ConversationRow.id == conversation.id,
+            ConversationRow.session_id == conversation.session_id,
+        )
         .values(**values)
     )
     conversation.updated_at = now
