@@ -98,7 +98,11 @@ async def test_real_model_recalls_own_name_never_the_other_sessions(
 def test_disconnect_stops_local_generation_and_queue_overflow_is_503(
     sqlite_url: str, local_provider: LocalProvider
 ) -> None:
-    settings = make_settings(sqlite_url, provider="local", local_max_queue=0)
+    # No system prompt and a bare number sequence: a base model continues it for all of
+    # max_tokens, so the reply is still being generated when the client leaves. The KV
+    # cache is cleared so earlier tests' prompts cannot change the greedy continuation.
+    settings = make_settings(sqlite_url, provider="local", local_max_queue=0, system_prompt="")
+    local_provider._llama.reset()
     with ServerThread(create_app(settings, provider=local_provider)) as server:
         asyncio.run(_disconnect_and_overflow(server.url, local_provider))
 
@@ -109,10 +113,10 @@ async def _disconnect_and_overflow(url: str, provider: LocalProvider) -> None:
         httpx.AsyncClient(base_url=url, timeout=60) as other,
     ):
         conv = (await client.post("/api/conversations", json={})).json()["id"]
-        # A prompt this base model continues for its whole max_tokens (checked by hand).
-        body = {"message": "Count from 1 to 100: 1, 2, 3, 4, 5, 6,", "conversation_id": conv}
+        body = {"message": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "conversation_id": conv}
         async with client.stream("POST", "/api/chat/stream", json=body) as r:
-            async for line in r.aiter_lines():
+            lines = r.aiter_lines()  # held: dropping it would close the connection now
+            async for line in lines:
                 if line.startswith("data: ") and json.loads(line[6:])["type"] == "message":
                     break
             assert provider.generating
