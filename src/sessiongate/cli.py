@@ -46,7 +46,9 @@ def serve(
     from .app import create_app
     from .store import migrate_sync
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides = {"provider": provider} if provider else {}
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
@@ -72,3 +74,7 @@ def migrate() -> None:
 
 
 __all__ = ["app"]
+
+
+if __name__ == "__main__":
+    app()
