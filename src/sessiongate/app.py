@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                     settings=settings,
                     engine=engine,
                     sessionmaker=sessionmaker,
-                    tokens=SessionTokens(settings.resolve_secret_key(), ttl=settings.session_idle_ttl),
+                    tokens=SessionTokens(
+                        settings.resolve_secret_key(), ttl=settings.session_idle_ttl
+                    ),
                     provider=active,
                     locks=locks,
                     chat=ChatService(

@@ -9,8 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..store import ConversationRow, MessageRow
 
-_ID = Field(min_length=1, max_length=64)
-
 
 class ChatRequest(BaseModel):
     """One user message. ``user_id``/``user`` exist only so they can be refused (403):
