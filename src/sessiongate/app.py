@@ -16,11 +16,30 @@ from .api.errors import install_error_handlers
 from .api.web import WEB_DIR
 from .chat import ChatService, SessionLocks
 from .config import Settings
-from .identity import SessionTokens
+from .errors import ConfigurationError
+from .identity import IdentityProviderVerifier, SessionTokens
 from .providers import Provider, build_provider
 from .store import create_engine, create_sessionmaker, migrate
 
 log = logging.getLogger(__name__)
+
+
+def build_identity_provider(settings: Settings) -> IdentityProviderVerifier | None:
+    """The IdP JWT verifier, if ``SESSIONGATE_JWT_ISSUER`` is set; raises ``ConfigurationError``."""
+    if not settings.jwt_issuer:
+        return None
+    if not settings.jwt_audience:
+        raise ConfigurationError(
+            "SESSIONGATE_JWT_AUDIENCE is required with SESSIONGATE_JWT_ISSUER."
+        )
+    return IdentityProviderVerifier(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        algorithms=settings.jwt_algorithms,
+        public_key_file=settings.jwt_public_key_file,
+        jwks_file=settings.jwt_jwks_file,
+        admin_claim=settings.jwt_admin_claim,
+    )
 
 
 def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
@@ -62,6 +81,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                         turn_timeout=settings.turn_timeout,
                     ),
                 )
+                app.state.gateway.idp = build_identity_provider(settings)
                 log.info("sessiongate %s ready (provider=%s)", __version__, active.name)
                 yield
             finally:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
-ProviderName = Literal["local", "openai"]
+ProviderName = Literal["local", "openai", "coze-bot", "coze-workflow"]
 
 
 class Settings(BaseSettings):
@@ -39,6 +39,30 @@ class Settings(BaseSettings):
         "user said earlier in this conversation."
     )
     cookie_secure: bool = False
+
+    # Tenants' API keys are managed with `sessiongate tenants`; admins use this token.
+    admin_token: SecretStr | None = None
+    admin_can_read_chats: bool = False
+
+    # Identity-provider JWTs (RS/ES/PS/EdDSA only): a public key PEM or a JWKS document.
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: list[str] = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"]
+    # "claim=value": an IdP JWT whose claim equals (or, for a list, contains) value is admin.
+    jwt_admin_claim: str | None = None
+
+    # Lifecycle: expired sessions are deleted every interval, in batches.
+    cleanup_interval: int = Field(3600, ge=0)
+    cleanup_batch_size: int = Field(500, ge=1)
+
+    # Rate limits (the `limits` library's notation, e.g. "20/minute"); empty disables.
+    rate_limit: str | None = "30/minute"
+    tenant_rate_limit: str | None = "600/minute"
+    max_concurrent_turns: int = Field(3, ge=1)
+    # Shared storage for rate limits across replicas, e.g. redis://127.0.0.1:6379/0.
+    redis_url: str | None = None
 
     # Timeouts (seconds): reaching the provider, silence between two chunks, whole turn.
     connect_timeout: float = Field(10.0, gt=0)

@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..chat import ChatService, ReplyDelta, Turn, TurnDone, TurnEvent, TurnFailed
 from ..errors import UpstreamError
-from .deps import CurrentSession, JsonBody, StateDep, refuse_named_user
+from ..store import SessionRow
+from .deps import CallerDep, JsonBody, StateDep, pick_named_user, resolve_session
 from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
 
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -25,8 +26,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def chat_session(
+    request: Request, state: StateDep, caller: CallerDep, body: ChatRequest
+) -> SessionRow:
+    """The session of this turn; API-key callers name the user in the body or header."""
+    named = pick_named_user(request, body.user, body.user_id)
+    return await resolve_session(request, state, caller, named)
+
+
+ChatSession = Annotated[SessionRow, Depends(chat_session)]
+
+
 @router.post("/chat", response_model=ChatResponse, dependencies=[JsonBody], responses=_ERRORS)
-async def chat(body: ChatRequest, session: CurrentSession, state: StateDep) -> ChatResponse:
+async def chat(body: ChatRequest, session: ChatSession, state: StateDep) -> ChatResponse:
     """Send one message and wait for the whole reply.
 
     Without `conversation_id` the session's most recent conversation continues (a new
@@ -34,7 +46,6 @@ async def chat(body: ChatRequest, session: CurrentSession, state: StateDep) -> C
     is asked; if the model fails, the failed reply is stored with status `error` and
     the error is returned (502/504, or 429 when the upstream rate-limits).
     """
-    refuse_named_user(body.user_id, body.user)
     turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
     async with contextlib.aclosing(state.chat.stream_turn(turn)) as events:
         async for event in events:
@@ -55,7 +66,7 @@ async def chat(body: ChatRequest, session: CurrentSession, state: StateDep) -> C
     responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
 )
 async def chat_stream(
-    body: ChatRequest, session: CurrentSession, state: StateDep
+    body: ChatRequest, session: ChatSession, state: StateDep
 ) -> StreamingResponse:
     """Send one message and receive the reply as Server-Sent Events.
 
@@ -67,7 +78,6 @@ async def chat_stream(
     that can be refused (bad input, unknown conversation, busy model) is refused with a
     JSON error before the stream starts.
     """
-    refuse_named_user(body.user_id, body.user)
     turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
     return EventStreamResponse(
         sse_frames(state.chat, turn, keepalive=state.settings.keepalive_interval),

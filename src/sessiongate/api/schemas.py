@@ -11,8 +11,8 @@ from ..store import ConversationRow, MessageRow
 
 
 class ChatRequest(BaseModel):
-    """One user message. ``user_id``/``user`` exist only so they can be refused (403):
-    an anonymous or session-token caller cannot name who it is."""
+    """One user message. Only a tenant's API-key caller may name the end user
+    (``user``, or the old clients' ``user_id``); anyone else who does gets 403."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -23,8 +23,8 @@ class ChatRequest(BaseModel):
         max_length=64,
         description="Continue this conversation; omitted: the most recent one, or a new one.",
     )
-    user_id: str | None = Field(None, description="Refused with 403 for session callers.")
-    user: str | None = Field(None, description="Refused with 403 for session callers.")
+    user: str | None = Field(None, description="End user, for API-key callers only.")
+    user_id: str | None = Field(None, description="Same as `user` (old clients' name).")
 
 
 class ChatResponse(BaseModel):

@@ -1,7 +1,7 @@
 """Persistence: models, the engine, migrations and session-keyed queries."""
 
 from .database import DbSession, create_engine, create_sessionmaker, migrate, migrate_sync
-from .models import Base, ConversationRow, MessageRow, SessionRow
+from .models import Base, ConversationRow, MessageRow, SessionRow, TenantRow
 
 __all__ = [
     "Base",
@@ -9,6 +9,7 @@ __all__ = [
     "DbSession",
     "MessageRow",
     "SessionRow",
+    "TenantRow",
     "create_engine",
     "create_sessionmaker",
     "migrate",

@@ -59,14 +59,43 @@ class Base(DeclarativeBase):
     pass
 
 
+class TenantRow(Base):
+    """An application that uses the gateway; it owns one API key (stored as a hash)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # SHA-256 of the key: keys are 256-bit random, so a fast hash is enough.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class SessionRow(Base):
-    """One identity's space: its conversations, memory and upstream identity."""
+    """One identity's space: its conversations, memory and upstream identity.
+
+    ``kind``: ``anonymous`` (a browser or API client holding a session token),
+    ``tenant`` (a tenant's API-key caller naming ``external_user``) or ``idp`` (an
+    identity-provider JWT: ``issuer`` and subject ``external_user``). ``principal`` is
+    the unique key of a named identity (NULL for anonymous sessions): one live session
+    per (tenant, user) and per (issuer, subject).
+    """
 
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_last_active", "last_active_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # Opaque and unique across everything the gateway serves; sent upstream (Coze JWT).
     session_name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="anonymous")
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    external_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    principal: Mapped[str | None] = mapped_column(String(600), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -121,4 +150,13 @@ class MessageRow(Base):
     upstream_logid: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
-__all__ = ["Base", "ConversationRow", "MessageRow", "SessionRow", "UTCDateTime", "new_id", "utcnow"]
+__all__ = [
+    "Base",
+    "ConversationRow",
+    "MessageRow",
+    "SessionRow",
+    "TenantRow",
+    "UTCDateTime",
+    "new_id",
+    "utcnow",
+]

@@ -40,6 +40,56 @@ async def create_session(
     return row
 
 
+async def session_for_principal(
+    db: DbSession,
+    *,
+    kind: str,
+    principal: str,
+    idle_ttl: int,
+    tenant_id: str | None = None,
+    issuer: str | None = None,
+    external_user: str | None = None,
+    now: datetime | None = None,
+) -> SessionRow:
+    """The live session of a named identity, created on first use.
+
+    ``principal`` is the identity's unique key, e.g. ``tenant:<tenant id>:<user>`` or
+    ``idp:<issuer>:<subject>``. An expired session of the same identity is deleted
+    (with everything under it, as cleanup would) and a fresh one is created: the caller
+    proved who it is again, and expired history must not come back.
+    Must run in a transaction; concurrent first uses are resolved by the unique
+    ``principal`` constraint (the loser retries via ``IntegrityError`` in the caller).
+    """
+    now = now or utcnow()
+    row = await db.scalar(select(SessionRow).where(SessionRow.principal == principal))
+    if row is not None and row.expires_at > now:
+        return row
+    if row is not None:
+        await delete_session(db, row.id)
+    created = SessionRow(
+        id=new_id(),
+        session_name=new_session_name(),
+        kind=kind,
+        tenant_id=tenant_id,
+        issuer=issuer,
+        external_user=external_user,
+        principal=principal,
+        created_at=now,
+        last_active_at=now,
+        expires_at=now + timedelta(seconds=idle_ttl),
+    )
+    db.add(created)
+    await db.flush()
+    return created
+
+
+async def delete_session(db: DbSession, session_id: str) -> None:
+    """Delete a session and everything under it (messages, conversations)."""
+    await db.execute(delete(MessageRow).where(MessageRow.session_id == session_id))
+    await db.execute(delete(ConversationRow).where(ConversationRow.session_id == session_id))
+    await db.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+
 async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
     """The session with this id, expired or not; None if it does not exist."""
     return await db.get(SessionRow, session_id)
@@ -274,11 +324,13 @@ __all__ = [
     "create_session",
     "delete_all_conversations",
     "delete_conversation",
+    "delete_session",
     "get_conversation",
     "get_session",
     "latest_conversation",
     "list_conversations",
     "list_messages",
     "new_session_name",
+    "session_for_principal",
     "touch_session",
 ]
