@@ -150,8 +150,19 @@ class MessageRow(Base):
     upstream_logid: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
+class LeaseRow(Base):
+    """A named lock held by ``holder`` until ``expires_at`` (works across processes)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 __all__ = [
     "Base",
+    "LeaseRow",
     "ConversationRow",
     "MessageRow",
     "SessionRow",
