@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,8 @@ from .config import Settings
 from .errors import ConfigurationError
 from .identity import IdentityProviderVerifier, SessionTokens
 from .providers import Provider, build_provider
+from .ratelimit import TurnLimiter
+from .sessions import run_cleanup_periodically
 from .store import create_engine, create_sessionmaker, migrate
 
 log = logging.getLogger(__name__)
@@ -79,11 +82,36 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                         idle_ttl=settings.session_idle_ttl,
                         idle_timeout=settings.idle_timeout,
                         turn_timeout=settings.turn_timeout,
+                        limiter=TurnLimiter(
+                            session_limit=settings.rate_limit,
+                            tenant_limit=settings.tenant_rate_limit,
+                            redis_url=settings.redis_url,
+                        ),
+                        max_concurrent_turns=settings.max_concurrent_turns,
                     ),
                 )
                 app.state.gateway.idp = build_identity_provider(settings)
+                cleaner = (
+                    asyncio.create_task(
+                        run_cleanup_periodically(
+                            sessionmaker,
+                            active,
+                            interval=settings.cleanup_interval,
+                            batch_size=settings.cleanup_batch_size,
+                        ),
+                        name="session-cleanup",
+                    )
+                    if settings.cleanup_interval > 0
+                    else None
+                )
                 log.info("sessiongate %s ready (provider=%s)", __version__, active.name)
-                yield
+                try:
+                    yield
+                finally:
+                    if cleaner is not None:
+                        cleaner.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await cleaner
             finally:
                 if owned_provider:
                     await active.aclose()

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from .errors import (
     BadRequest,
     PayloadTooLarge,
+    RateLimited,
     ServiceBusy,
     SessiongateError,
     UpstreamError,
@@ -38,6 +39,7 @@ from .providers.base import (
     TurnRequest,
     Usage,
 )
+from .ratelimit import TurnLimiter
 from .store import ConversationRow, DbSession, SessionRow
 from .store import queries as q
 
@@ -112,7 +114,7 @@ class Turn:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._service._admitted -= 1
+            self._service._release(self.session.id)
 
 
 class ChatService:
@@ -133,6 +135,8 @@ class ChatService:
         idle_ttl: int,
         idle_timeout: float,
         turn_timeout: float,
+        limiter: TurnLimiter | None = None,
+        max_concurrent_turns: int | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self.provider = provider
@@ -144,6 +148,17 @@ class ChatService:
         self._locks = locks
         self._admitted = 0
         self._mean_turn_seconds = 5.0
+        self._limiter = limiter
+        self._max_concurrent = max_concurrent_turns
+        self._per_session: dict[str, int] = {}
+
+    def _release(self, session_id: str) -> None:
+        self._admitted -= 1
+        left = self._per_session.get(session_id, 1) - 1
+        if left > 0:
+            self._per_session[session_id] = left
+        else:
+            self._per_session.pop(session_id, None)
 
     @property
     def turns_in_progress(self) -> int:
@@ -170,6 +185,13 @@ class ChatService:
         if conversation_id is not None:
             async with self._sessionmaker() as db:
                 await q.get_conversation(db, session.id, conversation_id)
+        if self._max_concurrent is not None:
+            if self._per_session.get(session.id, 0) >= self._max_concurrent:
+                raise RateLimited(
+                    f"At most {self._max_concurrent} turns of one session may be in progress.",
+                    code="too_many_concurrent_turns",
+                    retry_after=1,
+                )
         limit = self.provider.max_pending
         if limit is not None and self._admitted >= limit:
             waiting = self._admitted - limit + 1
@@ -178,7 +200,10 @@ class ChatService:
                 code="provider_busy",
                 retry_after=max(1, math.ceil(self._mean_turn_seconds * waiting)),
             )
+        if self._limiter is not None:
+            await self._limiter.hit(session)
         self._admitted += 1
+        self._per_session[session.id] = self._per_session.get(session.id, 0) + 1
         return Turn(
             session=session, message=message, conversation_id=conversation_id, _service=self
         )

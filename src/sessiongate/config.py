@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # Rate limits (the `limits` library's notation, e.g. "20/minute"); empty disables.
     rate_limit: str | None = "30/minute"
     tenant_rate_limit: str | None = "600/minute"
-    max_concurrent_turns: int = Field(3, ge=1)
+    max_concurrent_turns: int = Field(8, ge=1)
     # Shared storage for rate limits across replicas, e.g. redis://127.0.0.1:6379/0.
     redis_url: str | None = None
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 
+from ..identity import COOKIE_NAME
+from ..sessions import export_session, forget_upstream_credentials
 from ..store import queries as q
 from .deps import CurrentSession, StateDep, issue_session_cookie
 from .schemas import Conversation, SessionCreated, SessionInfo, SessionReset
@@ -53,6 +56,26 @@ async def reset_session(session: CurrentSession, state: StateDep) -> SessionRese
         await q.delete_all_conversations(db, session.id)
         row = await q.create_conversation(db, session.id)
     return SessionReset(conversation=Conversation.of(row))
+
+
+@router.get("/export")
+async def export(session: CurrentSession, state: StateDep) -> dict[str, Any]:
+    """Everything the gateway stores for you: the session, every conversation and message."""
+    async with state.sessionmaker() as db:
+        return await export_session(db, session)
+
+
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT)
+async def erase(session: CurrentSession, state: StateDep, request: Request) -> Response:
+    """Erase your session: conversations, messages, upstream conversation mappings and the
+    cached upstream access token. Your token stops working; the cookie is cleared."""
+    async with state.locks.hold(session.id), state.sessionmaker() as db, db.begin():
+        await q.delete_session(db, session.id)
+    await forget_upstream_credentials(state.provider, [session.session_name])
+    request.state.set_cookie = None
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+    return response
 
 
 __all__ = ["router"]
