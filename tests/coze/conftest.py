@@ -56,13 +56,21 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def fake_coze(key_pair: KeyPair, clock: FakeClock) -> Iterator[FakeCoze]:
+@pytest.fixture(scope="session")
+def _fake_coze_server(key_pair: KeyPair) -> Iterator[FakeCoze]:
+    # One uvicorn for the whole run; each test gets it reset to a blank state.
     fake = FakeCoze(
-        clock=clock, public_keys={PUBLIC_KEY_ID: key_pair.public_pem}, client_id=CLIENT_ID
+        clock=FakeClock(), public_keys={PUBLIC_KEY_ID: key_pair.public_pem}, client_id=CLIENT_ID
     )
     with serve_fake_coze(fake):
         yield fake
+
+
+@pytest.fixture
+def fake_coze(_fake_coze_server: FakeCoze, clock: FakeClock) -> FakeCoze:
+    """The fake Coze on loopback, blank, on this test's ``clock``."""
+    _fake_coze_server.reset(clock=clock)
+    return _fake_coze_server
 
 
 @pytest.fixture

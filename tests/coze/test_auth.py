@@ -10,8 +10,14 @@ from collections.abc import Callable
 import httpx
 import jwt
 import pytest
+from pydantic import SecretStr
 
-from sessiongate.coze.auth import AccessToken, CozeTokenManager, StaticTokenSource
+from sessiongate.coze.auth import (
+    AccessToken,
+    CozeTokenManager,
+    MemoryTokenCache,
+    StaticTokenSource,
+)
 from sessiongate.coze.errors import CozeAuthError
 from sessiongate.coze.settings import CozeSettings
 from sessiongate.errors import UpstreamTimeout, UpstreamUnavailable
@@ -55,14 +61,16 @@ async def test_s_sessions_times_m_concurrent_callers_cause_exactly_s_exchanges(
     manager: CozeTokenManager, fake_coze: FakeCoze
 ) -> None:
     sessions = [f"sess-{i}" for i in range(8)]
-    calls = [manager.access_token(s) for s in sessions for _ in range(25)]
+    callers = [s for s in sessions for _ in range(25)]
 
-    tokens = await asyncio.gather(*calls)
+    tokens = await asyncio.gather(*(manager.access_token(s) for s in callers))
 
-    assert fake_coze.exchanges == {s: 1 for s in sessions}
+    assert fake_coze.exchanges == dict.fromkeys(sessions, 1)
     assert fake_coze.token_requests == len(sessions)
-    by_session = {s: {t for t, (s2) in zip(tokens, [c for c in sessions for _ in range(25)], strict=True) if s2 == s} for s in sessions}
-    assert all(len(v) == 1 for v in by_session.values())
+    by_session: dict[str, set[str]] = {}
+    for session_name, token in zip(callers, tokens, strict=True):
+        by_session.setdefault(session_name, set()).add(token)
+    assert all(len(values) == 1 for values in by_session.values())
     assert all(fake_coze.tokens[t].session_name == s for s, v in by_session.items() for t in v)
 
 
@@ -298,4 +306,27 @@ async def test_private_key_and_tokens_never_reach_logs_errors_or_reprs(
         assert key_body[:40] not in flat and key_body[-40:] not in flat
         assert not any(value in text for value in issued)
     assert "value" not in repr(AccessToken("secret-token", 1.0))
-    assert "pat-secret" not in repr(StaticTokenSource(__import__("pydantic").SecretStr("pat-secret")))
+    assert "pat-secret" not in repr(StaticTokenSource(SecretStr("pat-secret")))
+
+
+async def test_memory_cache_sweeps_expired_tokens_as_it_grows(clock: FakeClock) -> None:
+    cache = MemoryTokenCache(clock=clock, sweep_above=4)
+    for i in range(4):
+        await cache.put(f"old-{i}", AccessToken(f"t{i}", clock() + 10))
+    clock.advance(11)
+
+    await cache.put("new", AccessToken("t-new", clock() + 10))
+
+    assert len(cache) == 1 and await cache.get("new") is not None
+    await cache.discard("new", "another-token")
+    assert await cache.get("new") is not None
+    await cache.discard("new")
+    assert await cache.get("new") is None
+
+
+async def test_manager_counts_its_exchange_attempts(
+    manager: CozeTokenManager, fake_coze: FakeCoze
+) -> None:
+    fake_coze.switches.token_5xx = 1
+    await asyncio.gather(*(manager.access_token(s) for s in ("a", "b", "a")))
+    assert manager.exchange_count == fake_coze.token_requests == 3

@@ -27,6 +27,7 @@ import asyncio
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections import Counter
@@ -37,8 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
-
-from .servers import ServerThread
+import uvicorn
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -127,11 +127,22 @@ class ChatRecord:
 
 _NAME_STATEMENTS = (
     re.compile(r"\bmy name is\s+([^\s.,!?]+)", re.I),
-    re.compile(r"我叫([^\s，。！？,.!?]+)"),
+    re.compile(r"我叫(?!什么)([^\s，。！？,.!?]+)"),
 )
 _NAME_QUESTIONS = (re.compile(r"\bwhat(?:'s| is) my name\b", re.I), re.compile(r"我叫什么"))
-_FACT_STATEMENT = re.compile(r"\bmy (\w+) is\s+([^\s,!?]+?)[.]?(?:\s|$)", re.I)
-_FACT_QUESTION = re.compile(r"\bwhat(?:'s| is) my (\w+)\b", re.I)
+# "my code number is 123456." -> ("code number", "123456"); keys of one to three words.
+_FACT_STATEMENT = re.compile(r"\bmy ((?:\w+ ){0,2}?\w+) is\s+([^\s,!?]+?)[.]?(?=\s|$)", re.I)
+# In a question: "what is my name and my code number?" -> "name", "code number".
+_FACT_ASKED = re.compile(r"\bmy ((?:\w+ ){0,2}?\w+)(?=\s*(?:\?|$|,|\band\b))", re.I)
+_ANYONE_CALLED = re.compile(r"\banyone called\s+([^\s?.,!]+)", re.I)
+
+
+@dataclass
+class Memory:
+    """What the fake "remembers" for one session_name (Coze's long-term memory)."""
+
+    facts: dict[str, str] = field(default_factory=dict)  # "name" -> "Alice", ...
+    people: dict[str, dict[str, str]] = field(default_factory=dict)  # lower(name) -> facts
 
 
 class FakeCoze:
@@ -158,17 +169,23 @@ class FakeCoze:
         self.workflow_id = workflow_id
         self.app_id = app_id
         self.chunk_size = chunk_size
+        self.port = 0
+        self.reset()
+
+    def reset(self, clock: Callable[[], float] | None = None) -> None:
+        """Forget every token, conversation, memory and record; switches back to normal."""
+        if clock is not None:
+            self.clock = clock
         self.switches = Switches()
         self.tokens: dict[str, IssuedToken] = {}
         self.used_jti: set[str] = set()
-        self.exchanges: Counter[str] = Counter()  # successful exchanges per session_name
+        self.exchanges: Counter[str | None] = Counter()  # successful exchanges per session_name
         self.token_requests = 0  # every request to the token endpoint
         self.token_refusals: list[str] = []  # OAuth error_code of each refusal
         self.conversations: dict[str, Conversation] = {}
         self.created_conversations: list[Conversation] = []
         self.chats: list[ChatRecord] = []
-        self.memory: dict[str, dict[str, str]] = {}
-        self.port = 0
+        self.memory: dict[str, Memory] = {}
 
     # -- addresses -------------------------------------------------------------------
 
@@ -319,7 +336,7 @@ class FakeCoze:
     # -- conversations ---------------------------------------------------------------
 
     def _new_conversation(self, owner: str | None) -> Conversation:
-        conversation = Conversation(id=str(7_400_000_000 + len(self.conversations)), owner=owner)
+        conversation = Conversation(id=str(7_400_000_000 + secrets.randbelow(10**9)), owner=owner)
         self.conversations[conversation.id] = conversation
         return conversation
 
@@ -582,7 +599,7 @@ class FakeCoze:
             record.outcome = "completed"
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            if disconnected.is_set() and record.outcome in ("open", "completed"):
+            if disconnected.is_set() and record.outcome == "open":
                 record.outcome = "disconnected"
             listener.cancel()
             record.closed.set()
@@ -590,29 +607,48 @@ class FakeCoze:
     # -- the "model" -----------------------------------------------------------------
 
     def _answer(self, session_name: str | None, messages: list[dict[str, Any]]) -> str:
-        memory = self.memory.setdefault(
-            "*" if self.switches.shared_memory else str(session_name), {}
-        )
+        """Learn facts from every user message of the context, answer the last one.
+
+        Memory is per session_name (switch ``shared_memory``: one for all, a leak).
+        """
+        key = "*" if self.switches.shared_memory else str(session_name)
+        memory = self.memory.setdefault(key, Memory())
         user_texts = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
         for text in user_texts:
-            for pattern in _NAME_STATEMENTS:
-                for match in pattern.finditer(text):
-                    memory["name"] = match.group(1)
-            for match in _FACT_STATEMENT.finditer(text):
-                if match.group(1).lower() != "name":
-                    memory[match.group(1).lower()] = match.group(2)
+            _learn(memory, text)
         question = user_texts[-1] if user_texts else ""
+        called = _ANYONE_CALLED.search(question)
+        if called is not None:
+            person = memory.people.get(called.group(1).lower())
+            if person is None:
+                return f"I don't know anyone called {called.group(1)}."
+            known = ", ".join(f"{k} {v}" for k, v in person.items() if k != "name")
+            return f"Yes, {called.group(1)}: {known}."
+        asked: list[str] = []
         if any(p.search(question) for p in _NAME_QUESTIONS):
-            name = memory.get("name")
-            return f"Your name is {name}." if name else "I don't know your name."
-        fact = _FACT_QUESTION.search(question)
-        if fact is not None:
-            key = fact.group(1).lower()
-            value = memory.get(key)
-            return f"Your {key} is {value}." if value else f"I don't know your {key}."
+            asked.append("name")
+        if re.search(r"\bwhat\b", question, re.I):
+            asked += [m.group(1).lower() for m in _FACT_ASKED.finditer(question)]
+        if asked:
+            parts = []
+            for fact in dict.fromkeys(asked):
+                value = memory.facts.get(fact)
+                parts.append(f"Your {fact} is {value}." if value else f"I don't know your {fact}.")
+            return " ".join(parts)
         if any(p.search(question) for p in _NAME_STATEMENTS):
-            return f"Nice to meet you, {memory['name']}."
+            return f"Nice to meet you, {memory.facts['name']}."
         return f"You said: {question}"
+
+
+def _learn(memory: Memory, text: str) -> None:
+    for pattern in _NAME_STATEMENTS:
+        for match in pattern.finditer(text):
+            memory.facts["name"] = match.group(1)
+    for match in _FACT_STATEMENT.finditer(text):
+        if match.group(1).lower() != "name":
+            memory.facts[match.group(1).lower()] = match.group(2)
+    if "name" in memory.facts:
+        memory.people[memory.facts["name"].lower()] = dict(memory.facts)
 
 
 class _CutConnection(Exception):
@@ -683,10 +719,30 @@ async def _send_text(send: Send, status: int, text: str, logid: str) -> None:
 @contextmanager
 def serve_fake_coze(fake: FakeCoze) -> Iterator[FakeCoze]:
     """Serve ``fake`` with a real uvicorn on a free loopback port for the ``with`` block."""
-    server = ServerThread(fake, lifespan="off")
-    fake.port = server.port
-    with server:
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say TCP,
+    # and accepted sockets inherit the listener's proto. Without it every second
+    # response on a kept-alive connection waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    fake.port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        fake, lifespan="off", log_level="critical", access_log=False, timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake Coze server did not start")
+            time.sleep(0.005)
         yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
-__all__ = ["ChatRecord", "FakeClock", "FakeCoze", "Switches", "serve_fake_coze"]
+__all__ = ["ChatRecord", "FakeClock", "FakeCoze", "Memory", "Switches", "serve_fake_coze"]

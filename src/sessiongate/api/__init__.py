@@ -1,7 +1,15 @@
 """The HTTP API: one router per resource, errors translated in ``errors``."""
 
-from . import chat, conversations, health, session, web
+from . import chat, conversations, coze, health, openai_compat, session, web
 
-ROUTERS = (chat.router, conversations.router, session.router, health.router, web.router)
+ROUTERS = (
+    chat.router,
+    conversations.router,
+    session.router,
+    coze.router,
+    openai_compat.router,
+    health.router,
+    web.router,
+)
 
 __all__ = ["ROUTERS"]

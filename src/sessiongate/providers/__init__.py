@@ -20,6 +20,15 @@ async def build_provider(settings: Settings) -> Provider:
 
     Raises ``ConfigurationError`` naming the setting that is missing or wrong.
     """
+    if settings.provider in ("coze-bot", "coze-workflow"):
+        from ..coze import build_coze_provider, load_coze_settings
+
+        return build_coze_provider(
+            settings.provider,
+            load_coze_settings(),
+            connect_timeout=settings.connect_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
     if settings.provider == "openai":
         from .openai import OpenAIProvider
 

@@ -74,8 +74,13 @@ class Provider(Protocol):
     None for no limit. Beyond it the gateway answers 503 with Retry-After.
     """
 
-    name: str
-    max_pending: int | None
+    @property
+    def name(self) -> str:
+        """The provider's name as configured (``local``, ``openai``, ``coze-bot``, ...)."""
+        ...
+
+    @property
+    def max_pending(self) -> int | None: ...
 
     def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream the reply to ``request``; raises ``UpstreamError`` subclasses."""

@@ -1,0 +1,458 @@
+"""The ``coze-bot`` and ``coze-workflow`` providers.
+
+Each request reaches Coze with the session's own access token (OAuth JWT with
+``session_name``, from a ``TokenSource``) and names the same ``session_name`` in the
+body: ``user_id`` for bot chat, top-level ``session_name`` and ``ext.user_id`` for
+workflow chat. Two history modes (``SESSIONGATE_COZE_HISTORY``):
+
+* ``upstream``: one Coze conversation per gateway conversation, created with the
+  session's token (``POST /v1/conversation/create``), reported as ``ConversationBound``
+  and reused; only the newest user message is sent.
+* ``gateway``: this conversation's history from the gateway store is sent as
+  ``additional_messages`` every turn and no conversation id is ever sent, so isolation
+  does not depend on how the bot or workflow keeps context.
+
+Clients: bot chat and conversation creation go through the official SDK ``cozepy``
+(``AsyncCoze``). Workflow chat is posted with ``httpx`` directly because cozepy's
+``workflows.chat.stream`` cannot send the top-level ``session_name`` field; it reads the
+same SSE framing (``stream.iter_sse``). Every cozepy and httpx failure is translated at
+this boundary (``coze.sdk``), and every HTTP response is closed on every path, including
+when the consumer stops iterating early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import ConfigurationError, UpstreamError
+from ..providers.base import ChatMessage, ConversationBound, ProviderEvent, TextDelta, TurnRequest
+from .auth import CozeTokenManager, StaticTokenSource, TokenSource
+from .cache import Clock
+from .errors import CozeAuthError, CozeTokenInvalid, with_logid
+from .sdk import (
+    TurnHTTPClient,
+    adopt_cozepy_logging,
+    cozepy,
+    envelope_error,
+    event_pair,
+    from_cozepy,
+    new_http_client,
+    transport_error,
+)
+from .settings import CozeProviderName, CozeSettings, HistoryMode
+from .stream import ReplyMapper, decode_data, iter_sse
+
+log = logging.getLogger(__name__)
+
+#: Coze limits on ``additional_messages`` (cozepy docstrings: 100 for bot chat, 50 for
+#: workflow chat); gateway history beyond it is dropped oldest first.
+_MAX_ADDITIONAL_MESSAGES: dict[CozeProviderName, int] = {"coze-bot": 100, "coze-workflow": 50}
+_WORKFLOW_CHAT_PATH = "/v1/workflows/chat"
+#: Bytes of a non-SSE error body read to find Coze's JSON envelope.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(slots=True)
+class _TurnState:
+    """What a turn has already done, so a retry after "token invalid" does not redo it."""
+
+    conversation_ref: str | None
+    replied: bool = False
+
+
+def _history(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
+    """Gateway history for ``additional_messages``: no system prompt, at most ``limit``,
+    starting with a user message (Coze expects a question first)."""
+    kept = [m for m in messages if m.role != "system"][-limit:]
+    while len(kept) > 1 and kept[0].role != "user":
+        kept.pop(0)
+    return kept
+
+
+def _newest_user_message(messages: Sequence[ChatMessage]) -> ChatMessage:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message
+    raise ValueError("a turn needs a user message")
+
+
+class _CozeChatProvider:
+    """What both Coze providers share: tokens, history modes, retry on "token invalid"."""
+
+    name: CozeProviderName
+    max_pending: int | None = None
+
+    def __init__(
+        self,
+        settings: CozeSettings,
+        *,
+        token_source: TokenSource,
+        connect_timeout: float,
+        idle_timeout: float,
+        http_client: httpx.AsyncClient | None = None,
+        history: HistoryMode | None = None,
+        owns_token_source: bool = False,
+        owns_http_client: bool | None = None,
+    ) -> None:
+        adopt_cozepy_logging()
+        self._settings = settings
+        self._base = settings.api_base_url
+        self._tokens = token_source
+        self._owns_tokens = owns_token_source
+        mode = history or settings.history_mode_for(self.name)
+        if not token_source.refreshable and mode == "upstream":
+            # One token for everyone: a Coze conversation would be the only isolation.
+            mode = "gateway"
+        self._history: HistoryMode = mode
+        # read = the idle timeout between two chunks of a stream. Set on every request,
+        # so a shared client's own defaults never apply to Coze calls.
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=idle_timeout, write=idle_timeout, pool=connect_timeout
+        )
+        self._owns_http = http_client is None if owns_http_client is None else owns_http_client
+        self._http = http_client or new_http_client()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_base={self._base!r}, history={self._history!r})"
+
+    @property
+    def history_mode(self) -> HistoryMode:
+        """The effective history mode (``gateway`` or ``upstream``)."""
+        return self._history
+
+    @property
+    def token_manager(self) -> CozeTokenManager | None:
+        """The OAuth JWT token manager (for ``POST /api/coze/token``); None under PAT."""
+        return self._tokens if isinstance(self._tokens, CozeTokenManager) else None
+
+    async def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
+        """Stream the reply to ``request`` from Coze.
+
+        Yields ``ConversationBound`` first when an upstream conversation was created,
+        then ``TextDelta``s, then one ``Usage``. Raises ``UpstreamError`` subclasses (see
+        ``coze.errors.chat_error``). A "token invalid" answer before any reply text
+        invalidates the session's token and retries once with a new one.
+        """
+        state = _TurnState(conversation_ref=request.conversation_ref)
+        for attempt in (1, 2):
+            token = await self._tokens.access_token(request.session_name)
+            try:
+                async with contextlib.aclosing(self._attempt(request, token, state)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except CozeTokenInvalid as exc:
+                if not self._tokens.refreshable:
+                    raise CozeAuthError(
+                        with_logid(
+                            "Coze rejected COZE_API_TOKEN (token invalid); renew the "
+                            "personal access token.",
+                            exc.logid,
+                        ),
+                        upstream_code=exc.upstream_code,
+                        logid=exc.logid,
+                    ) from None
+                if attempt == 2 or state.replied:
+                    raise
+                log.info(
+                    "Coze said the token of session_name=%s is invalid (logid %s); "
+                    "exchanging a new one and retrying once",
+                    request.session_name,
+                    exc.logid,
+                )
+                await self._tokens.invalidate(request.session_name, token)
+
+    async def _attempt(
+        self, request: TurnRequest, token: str, state: _TurnState
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        if self._history == "upstream":
+            if state.conversation_ref is None:
+                state.conversation_ref = await self._create_conversation(token)
+                yield ConversationBound(state.conversation_ref)
+            messages = [_newest_user_message(request.messages)]
+            conversation_ref: str | None = state.conversation_ref
+        else:
+            messages = _history(request.messages, _MAX_ADDITIONAL_MESSAGES[self.name])
+            conversation_ref = None  # gateway mode never reuses an upstream conversation
+        mapper = ReplyMapper(session_name=request.session_name)
+        async with contextlib.aclosing(
+            self._chat_events(token, request.session_name, conversation_ref, messages, mapper)
+        ) as events:
+            try:
+                async for name, data in events:
+                    if mapper.completed:
+                        # Only `done` follows; reading the body to its end lets the
+                        # connection go back to the pool instead of being dropped.
+                        continue
+                    event = mapper.map(name, data)
+                    if isinstance(event, TextDelta):
+                        state.replied = True
+                    if event is not None:
+                        yield event
+            except UpstreamError:
+                if not mapper.completed:
+                    raise
+                # The reply and its usage are complete; a failure while draining the
+                # trailing `done` costs nothing but the connection.
+                log.debug("Coze stream failed after the chat completed (logid %s)", mapper.logid)
+        if not mapper.completed:
+            raise mapper.incomplete()
+
+    def _coze(self, token: str, client: TurnHTTPClient) -> cozepy.AsyncCoze:
+        return cozepy.AsyncCoze(
+            auth=cozepy.AsyncTokenAuth(token), base_url=self._base, http_client=client
+        )
+
+    async def _create_conversation(self, token: str) -> str:
+        """Create a Coze conversation owned by ``token``'s session; return its id."""
+        client = TurnHTTPClient(self._http, self._timeout)
+        try:
+            conversation = await self._coze(token, client).conversations.create(
+                bot_id=self._settings.bot_id or None
+            )
+        except Exception as exc:
+            raise from_cozepy(exc, client.last_response) from None
+        finally:
+            await client.close_responses()
+        return conversation.id
+
+    def _chat_events(
+        self,
+        token: str,
+        session_name: str,
+        conversation_ref: str | None,
+        messages: list[ChatMessage],
+        mapper: ReplyMapper,
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool and the token source this provider created."""
+        # Tokens first: a pending exchange may be using the pool.
+        if self._owns_tokens:
+            await self._tokens.aclose()
+        if self._owns_http:
+            await self._http.aclose()
+
+
+class CozeBotProvider(_CozeChatProvider):
+    """``coze-bot``: Coze bot chat v3 (``POST /v3/chat``, streamed) through cozepy.
+
+    ``user_id`` is the ``session_name`` (Coze keys per-user memory and variables on it).
+    In gateway mode ``auto_save_history`` is false: Coze allows it for streamed chats
+    (only non-streamed chats require it, error 4007), and the history then lives only in
+    the gateway.
+    """
+
+    name: CozeProviderName = "coze-bot"
+
+    def __init__(self, settings: CozeSettings, **kwargs: Any) -> None:
+        if not settings.bot_id:
+            raise ConfigurationError("COZE_BOT_ID is required for SESSIONGATE_PROVIDER=coze-bot.")
+        super().__init__(settings, **kwargs)
+
+    async def _chat_events(
+        self,
+        token: str,
+        session_name: str,
+        conversation_ref: str | None,
+        messages: list[ChatMessage],
+        mapper: ReplyMapper,
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        client = TurnHTTPClient(self._http, self._timeout)
+        additional = [
+            cozepy.Message.build_user_question_text(m.content)
+            if m.role == "user"
+            else cozepy.Message.build_assistant_answer(m.content)
+            for m in messages
+        ]
+        assert self._settings.bot_id is not None
+        stream = self._coze(token, client).chat.stream(
+            bot_id=self._settings.bot_id,
+            user_id=session_name,
+            additional_messages=additional,
+            auto_save_history=self._history == "upstream",
+            conversation_id=conversation_ref,
+        )
+        try:
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                while True:
+                    try:
+                        event = await anext(stream)
+                    except StopAsyncIteration:
+                        return
+                    except Exception as exc:
+                        raise from_cozepy(exc, client.last_response) from None
+                    if mapper.logid is None and client.last_response is not None:
+                        mapper.logid = client.last_response.headers.get("x-tt-logid")
+                    yield event_pair(event)
+        finally:
+            await client.close_responses()
+
+
+class CozeWorkflowProvider(_CozeChatProvider):
+    """``coze-workflow``: Coze workflow (chatflow) chat, ``POST /v1/workflows/chat``.
+
+    Sent with ``httpx`` because the body carries a top-level ``session_name`` (what
+    operators' earlier backends sent; harmless to Coze) that cozepy cannot add, besides
+    ``ext.user_id``. ``app_id`` or ``bot_id`` names where the workflow lives.
+    """
+
+    name: CozeProviderName = "coze-workflow"
+
+    def __init__(self, settings: CozeSettings, **kwargs: Any) -> None:
+        if not settings.workflow_id:
+            raise ConfigurationError(
+                "COZE_WORKFLOW_ID is required for SESSIONGATE_PROVIDER=coze-workflow."
+            )
+        super().__init__(settings, **kwargs)
+
+    def _body(
+        self, session_name: str, conversation_ref: str | None, messages: list[ChatMessage]
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "workflow_id": self._settings.workflow_id,
+            "additional_messages": [
+                {
+                    "role": m.role,
+                    "type": "question" if m.role == "user" else "answer",
+                    "content": m.content,
+                    "content_type": "text",
+                }
+                for m in messages
+            ],
+            "parameters": {},
+            "session_name": session_name,
+            "ext": {"user_id": session_name},
+        }
+        if self._settings.app_id:
+            body["app_id"] = self._settings.app_id
+        else:
+            body["bot_id"] = self._settings.bot_id
+        if conversation_ref is not None:
+            body["conversation_id"] = conversation_ref
+        return body
+
+    async def _chat_events(
+        self,
+        token: str,
+        session_name: str,
+        conversation_ref: str | None,
+        messages: list[ChatMessage],
+        mapper: ReplyMapper,
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        request = self._http.build_request(
+            "POST",
+            f"{self._base}{_WORKFLOW_CHAT_PATH}",
+            json=self._body(session_name, conversation_ref, messages),
+            headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+            timeout=self._timeout,
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, None, started=False) from None
+        mapper.logid = response.headers.get("x-tt-logid")
+        try:
+            content_type = response.headers.get("content-type", "")
+            if response.status_code != 200 or "text/event-stream" not in content_type:
+                raise await self._error_from_response(response)
+            try:
+                async with contextlib.aclosing(iter_sse(response.aiter_lines())) as events:
+                    async for sse in events:
+                        yield sse.event, decode_data(sse.data)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, mapper.logid, started=True) from None
+        finally:
+            await response.aclose()
+
+    async def _error_from_response(self, response: httpx.Response) -> UpstreamError:
+        logid = response.headers.get("x-tt-logid")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError as exc:
+            return transport_error(exc, logid, started=False)
+        try:
+            body = json.loads(b"".join(chunks))
+        except ValueError:
+            body = None
+        return envelope_error(
+            response.status_code, body, logid, response.headers.get("retry-after")
+        )
+
+
+CozeProvider = CozeBotProvider | CozeWorkflowProvider
+
+
+def build_coze_provider(
+    name: CozeProviderName,
+    settings: CozeSettings,
+    *,
+    connect_timeout: float,
+    idle_timeout: float,
+    token_source: TokenSource | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock = time.time,
+) -> CozeProvider:
+    """Validate ``settings`` for ``name`` and build the provider.
+
+    ``connect_timeout``/``idle_timeout``: seconds to reach Coze / of silence between two
+    stream chunks (the whole-turn deadline is the caller's). ``token_source``: share an
+    existing ``CozeTokenManager`` (e.g. the one behind ``/api/coze/token``); by default
+    one is built from the settings (``StaticTokenSource`` under PAT) and closed by the
+    provider's ``aclose``. ``http_client``: a connection pool to use (default: a new
+    one, shared with the token manager and closed by ``aclose``). ``clock``: for the
+    token manager built here. Raises ``ConfigurationError`` naming a missing or malformed
+    setting; logs the PAT warning.
+    """
+    settings.validate_for(name)
+    owns_http = http_client is None
+    pool = http_client or new_http_client()
+    owns = token_source is None
+    if token_source is None:
+        if settings.auth_mode == "PAT":
+            assert settings.api_token is not None  # validate_for checked it
+            token_source = StaticTokenSource(settings.api_token)
+        else:
+            token_source = CozeTokenManager.from_settings(
+                settings,
+                clock=clock,
+                http_client=pool,
+                connect_timeout=connect_timeout,
+                timeout=idle_timeout,
+            )
+    cls: type[CozeBotProvider] | type[CozeWorkflowProvider] = (
+        CozeBotProvider if name == "coze-bot" else CozeWorkflowProvider
+    )
+    return cls(
+        settings,
+        token_source=token_source,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        http_client=pool,
+        owns_token_source=owns,
+        owns_http_client=owns_http,
+    )
+
+
+__all__ = [
+    "CozeBotProvider",
+    "CozeProvider",
+    "CozeWorkflowProvider",
+    "build_coze_provider",
+    "new_http_client",
+]
