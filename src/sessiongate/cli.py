@@ -52,6 +52,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .providers import check_provider_settings
     from .store import migrate_sync
 
     logging.basicConfig(
@@ -62,6 +63,12 @@ def serve(
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValueError as exc:
         typer.echo(f"Invalid setting: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        check_provider_settings(settings)
+        settings.resolve_secret_key()
+    except ConfigurationError as exc:
+        typer.echo(f"Cannot start: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     migrate_sync(settings.database_url)
     try:

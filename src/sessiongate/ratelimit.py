@@ -11,9 +11,9 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from .errors import ConfigurationError, RateLimited
 from .store import SessionRow

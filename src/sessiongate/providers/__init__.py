@@ -15,6 +15,21 @@ from .base import (
 )
 
 
+def check_provider_settings(settings: Settings) -> None:
+    """Fail fast, before serving, on a provider setting that is missing or malformed.
+
+    Raises ``ConfigurationError`` naming the setting (e.g. ``COZE_OAUTH_CLIENT_ID``).
+    """
+    if settings.provider in ("coze-bot", "coze-workflow"):
+        from ..coze import load_coze_settings
+
+        load_coze_settings().validate_for(settings.provider)
+    elif settings.provider == "local" and settings.local_model_path is None:
+        from .local import default_model_path
+
+        default_model_path()
+
+
 async def build_provider(settings: Settings) -> Provider:
     """Create the provider ``settings.provider`` names; the local model loads here.
 
@@ -63,4 +78,5 @@ __all__ = [
     "TurnRequest",
     "Usage",
     "build_provider",
+    "check_provider_settings",
 ]

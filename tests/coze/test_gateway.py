@@ -1,0 +1,125 @@
+"""The whole gateway on a Coze provider, configured the way operators configure it
+(``COZE_*`` environment variables), against the fake Coze on loopback: per-session
+tokens end to end, ``POST /api/coze/token``, and ``sessiongate audit`` telling an
+isolated deployment from one whose platform memory leaks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sessiongate.app import create_app
+from sessiongate.audit import exit_code, run_audit
+
+from ..conftest import make_settings
+from ..fakes.coze_server import FakeCoze
+from ..fakes.servers import ServerThread
+from .conftest import CLIENT_ID, PUBLIC_KEY_ID, KeyPair
+
+
+@pytest.fixture
+def coze_env(monkeypatch: pytest.MonkeyPatch, fake_coze: FakeCoze, key_pair: KeyPair) -> FakeCoze:
+    fake_coze.reset(clock=time.time)  # the gateway's clock and Coze's agree, as in life
+    for name, value in {
+        "COZE_API_BASE": fake_coze.url,
+        "COZE_OAUTH_CLIENT_ID": CLIENT_ID,
+        "COZE_OAUTH_PUBLIC_KEY_ID": PUBLIC_KEY_ID,
+        "COZE_OAUTH_PRIVATE_KEY_FILE": str(key_pair.private_path),
+        "COZE_BOT_ID": fake_coze.bot_id,
+        "COZE_WORKFLOW_ID": fake_coze.workflow_id,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return fake_coze
+
+
+@pytest.fixture(params=["coze-bot", "coze-workflow"])
+def coze_gateway(
+    request: pytest.FixtureRequest,
+    coze_env: FakeCoze,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    if request.param == "coze-workflow":
+        monkeypatch.delenv("COZE_BOT_ID")
+        monkeypatch.setenv("COZE_APP_ID", coze_env.app_id)
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/g.db", provider=request.param)
+    with ServerThread(create_app(settings)) as server:
+        yield server.url
+
+
+async def test_each_session_chats_with_its_own_token_and_can_fetch_it(
+    coze_gateway: str, coze_env: FakeCoze
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=coze_gateway, timeout=30) as a,
+        httpx.AsyncClient(base_url=coze_gateway, timeout=30) as b,
+    ):
+        for client, text in ((a, "My name is Alice."), (b, "My name is Bob."), (a, "And again.")):
+            r = await client.post("/api/chat", json={"message": text})
+            assert r.status_code == 200, r.text
+        token_a = (await a.post("/api/coze/token")).json()
+        token_b = (await b.post("/api/coze/token")).json()
+    assert token_a["session_name"] != token_b["session_name"]
+    assert token_a["access_token"] != token_b["access_token"]
+    assert token_a["expires_in"] > time.time()
+    # Every chat carried its token's session_name, and each session exchanged once.
+    assert {c.token_session for c in coze_env.chats} == {
+        token_a["session_name"],
+        token_b["session_name"],
+    }
+    assert all(c.token_session == c.body_session for c in coze_env.chats)
+    assert coze_env.exchanges[token_a["session_name"]] == 1
+    assert coze_env.exchanges[token_b["session_name"]] == 1
+    assert coze_env.tokens[token_a["access_token"]].session_name == token_a["session_name"]
+
+
+async def test_token_endpoint_is_404_without_a_coze_oauth_provider(
+    sqlite_url: str, fake_openai_server: tuple, fake_openai: object
+) -> None:
+    app = create_app(make_settings(sqlite_url, fake_openai_server[1]))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://g"
+        ) as c:
+            r = await c.post("/api/coze/token")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "coze_token_unavailable"
+
+
+@pytest.mark.parametrize("shared_memory", [False, True])
+async def test_audit_shows_whether_isolation_holds(
+    coze_gateway: str, coze_env: FakeCoze, shared_memory: bool
+) -> None:
+    coze_env.switches.shared_memory = shared_memory  # a workflow whose memory ignores session
+    report = await run_audit(coze_gateway, sessions=3, rounds=1, timeout=30)
+    assert report.idor_refused == report.idor_attempts > 0
+    if shared_memory:
+        assert report.leaks and exit_code(report) == 1
+    else:
+        assert not report.leaks and exit_code(report) == 0
+        assert report.recall_rate == 1.0
+
+
+def test_missing_setting_stops_start_naming_it(
+    coze_env: FakeCoze, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("COZE_OAUTH_CLIENT_ID")
+    env = dict(__import__("os").environ)
+    env["SESSIONGATE_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/g.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "sessiongate.cli", "serve", "--provider", "coze-bot", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("Cannot start: COZE_OAUTH_CLIENT_ID is required")
+    assert "Traceback" not in result.stderr
