@@ -1,6 +1,6 @@
 """The HTTP API: one router per resource, errors translated in ``errors``."""
 
-from . import chat, conversations, coze, health, openai_compat, session, web
+from . import admin, chat, conversations, coze, health, openai_compat, session, web
 
 ROUTERS = (
     chat.router,
@@ -8,6 +8,7 @@ ROUTERS = (
     session.router,
     coze.router,
     openai_compat.router,
+    admin.router,
     health.router,
     web.router,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -113,15 +113,18 @@ def _frame_of(event: TurnEvent) -> str:
     )
 
 
-async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> AsyncIterator[str]:
-    """Run ``turn`` in its own task and relay its events as SSE frames.
+async def turn_events(
+    chat: ChatService, turn: Turn, *, keepalive: float
+) -> AsyncGenerator[TurnEvent | None, None]:
+    """Run ``turn`` in its own task and relay its events; None after ``keepalive`` seconds
+    of silence (time for a keep-alive).
 
     The turn runs in one task from start to end (provider streams stay in one task);
-    this generator only waits on a queue, so it can send a keep-alive comment every
-    ``keepalive`` seconds of silence. If the client leaves, the turn task is cancelled
-    and awaited: generation stops and the partial reply is stored before we return.
+    this generator only waits on a queue. If the consumer leaves (client disconnect),
+    the turn task is cancelled and awaited: generation stops and the partial reply is
+    stored before this generator finishes.
     """
-    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue(maxsize=256)
+    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue(maxsize=256)  # None: finished
 
     async def produce() -> None:
         try:
@@ -134,17 +137,16 @@ async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> Asyn
 
     task = asyncio.create_task(produce(), name=f"turn-{turn.session.id}")
     try:
-        yield ": stream open\n\n"
         while True:
             try:
                 async with asyncio.timeout(keepalive):
                     event = await queue.get()
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                yield None
                 continue
             if event is None:
                 break
-            yield _frame_of(event)
+            yield event
             if not isinstance(event, ReplyDelta):
                 break
         await task
@@ -153,6 +155,15 @@ async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> Asyn
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> AsyncIterator[str]:
+    """The turn as ``/api/chat/stream`` SSE frames, with keep-alive comments."""
+    yield ": stream open\n\n"
+    events = turn_events(chat, turn, keepalive=keepalive)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            yield ": keep-alive\n\n" if event is None else _frame_of(event)
 
 
 class EventStreamResponse(StreamingResponse):
@@ -178,4 +189,4 @@ class EventStreamResponse(StreamingResponse):
                 self._on_close()
 
 
-__all__ = ["EventStreamResponse", "router", "sse_frame", "sse_frames"]
+__all__ = ["EventStreamResponse", "router", "sse_frame", "sse_frames", "turn_events"]

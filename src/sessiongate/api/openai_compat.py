@@ -31,21 +31,19 @@ failure is one in-band ``data: {"error": {...}}`` frame, then the stream ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ..chat import ChatService, ReplyDelta, Turn, TurnDone, TurnEvent, TurnFailed
+from ..chat import ReplyDelta, Turn, TurnDone, TurnFailed
 from ..errors import (
     AuthError,
     BadRequest,
@@ -56,7 +54,7 @@ from ..errors import (
 )
 from ..store import MessageRow
 from ..store import queries as q
-from .chat import EventStreamResponse, sse_frame
+from .chat import EventStreamResponse, sse_frame, turn_events
 from .deps import Caller, GatewayState, get_state, identify_caller, pick_named_user, resolve_session
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -312,45 +310,6 @@ async def create_chat_completion(request: Request) -> Response:
     return _error_response(UpstreamError("The turn ended without a reply."))  # pragma: no cover
 
 
-async def _turn_events(
-    chat: ChatService, turn: Turn, *, keepalive: float
-) -> AsyncGenerator[TurnEvent | None, None]:
-    """Run ``turn`` in its own task; yield its events, or None after ``keepalive`` seconds
-    of silence. Leaving early cancels and awaits the task (generation stops, the partial
-    reply is stored). Same pattern as ``api.chat.sse_frames``."""
-    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue(maxsize=256)  # None: finished
-
-    async def produce() -> None:
-        try:
-            async with contextlib.aclosing(chat.stream_turn(turn)) as events:
-                async for event in events:
-                    await queue.put(event)
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
-
-    task = asyncio.create_task(produce(), name=f"turn-{turn.session.id}")
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    event = await queue.get()
-            except TimeoutError:
-                yield None
-                continue
-            if event is None:
-                break
-            yield event
-            if not isinstance(event, ReplyDelta):
-                break
-        await task
-    finally:
-        with anyio.CancelScope(shield=True):
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
 async def _chunk_frames(
     state: GatewayState, turn: Turn, *, completion_id: str, model: str, include_usage: bool
 ) -> AsyncIterator[str]:
@@ -370,7 +329,7 @@ async def _chunk_frames(
         return sse_frame(payload)
 
     yield chunk({"role": "assistant", "content": ""})
-    events = _turn_events(state.chat, turn, keepalive=state.settings.keepalive_interval)
+    events = turn_events(state.chat, turn, keepalive=state.settings.keepalive_interval)
     async with contextlib.aclosing(events):
         async for event in events:
             if event is None:
