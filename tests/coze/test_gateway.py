@@ -123,3 +123,38 @@ def test_missing_setting_stops_start_naming_it(
     assert result.returncode == 2
     assert result.stderr.startswith("Cannot start: COZE_OAUTH_CLIENT_ID is required")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("switch", "status", "code"),
+    [
+        ("chat_5xx", 502, "upstream_error"),
+        ("busy", 409, "conversation_busy"),
+        ("rate_limited", 429, "rate_limited"),
+        ("cut_stream", 502, None),
+        ("end_early", 502, None),
+        ("chat_failed", 502, None),
+        ("error_event", 502, None),
+    ],
+)
+async def test_each_failure_is_a_clear_error_keeps_the_message_and_the_next_turn_works(
+    coze_gateway: str, coze_env: FakeCoze, switch: str, status: int, code: str | None
+) -> None:
+    async with httpx.AsyncClient(base_url=coze_gateway, timeout=30) as client:
+        assert (await client.post("/api/chat", json={"message": "warm up"})).status_code == 200
+        setattr(coze_env.switches, switch, 1)
+        failed = await client.post("/api/chat", json={"message": "this one fails"})
+        assert failed.status_code == status, failed.text
+        error = failed.json()["error"]
+        assert error["message"] and (code is None or error["code"] == code)
+        if status == 429:
+            assert int(failed.headers["retry-after"]) >= 1
+        assert "czs_" not in failed.text and "Traceback" not in failed.text
+        after = await client.post("/api/chat", json={"message": "and now?"})
+        assert after.status_code == 200, after.text
+        conv = after.json()["conversation_id"]
+        messages = (await client.get(f"/api/conversations/{conv}/messages")).json()["messages"]
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    assert users == ["warm up", "this one fails", "and now?"]
+    statuses = [m["status"] for m in messages if m["role"] == "assistant"]
+    assert statuses == ["complete", "error", "complete"]
