@@ -193,12 +193,17 @@ class LocalProvider:
                 stream=True,
             )
             produced = 0
+            started = False
             try:
                 for chunk in completion:
                     if stop.is_set():
                         break
                     produced += 1
                     text = chunk["choices"][0]["text"]
+                    if not started:
+                        # The model writes a space after "Assistant:"; the reply starts after it.
+                        text = text.lstrip()
+                        started = bool(text)
                     if text:
                         emit(TextDelta(text))
             finally:
