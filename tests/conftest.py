@@ -37,6 +37,16 @@ def _postgres_answers() -> bool:
         return False
 
 
+async def _fresh_postgres() -> str:
+    """The wiped ``test`` database; skips when PostgreSQL is down, but fails under CI."""
+    if not _postgres_answers():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL does not answer on 127.0.0.1:5432")
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    await _reset_postgres(PG_URL)
+    return PG_URL
+
+
 async def _reset_postgres(url: str) -> None:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
@@ -53,12 +63,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    if not _postgres_answers():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL does not answer on 127.0.0.1:5432")
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    await _reset_postgres(PG_URL)
-    return PG_URL
+    return await _fresh_postgres()
+
+
+@pytest.fixture
+async def postgres_url() -> str:
+    """PostgreSQL's ``test`` database, wiped (skipped locally if it does not answer)."""
+    return await _fresh_postgres()
 
 
 @pytest.fixture

@@ -94,12 +94,11 @@ async def test_cleanup_deletes_exactly_the_expired_sessions_in_batches(maker) ->
 
 @pytest.mark.postgres
 async def test_two_cleanups_at_once_on_postgres_neither_double_delete_nor_deadlock(
-    database_url: str,
+    postgres_url: str,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("two processes sharing one PostgreSQL")
-    await migrate(database_url)
-    engines = [create_engine(database_url), create_engine(database_url)]
+    # Two engines = two gateway processes' connection pools on one PostgreSQL.
+    await migrate(postgres_url)
+    engines = [create_engine(postgres_url), create_engine(postgres_url)]
     makers = [create_sessionmaker(e) for e in engines]
     await seed(makers[0], 300, at=T0, messages=1)
     await seed(makers[0], 10, at=T0 + timedelta(hours=5), messages=1)
