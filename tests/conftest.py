@@ -4,6 +4,7 @@ gateways in-process (ASGI) or on a real uvicorn on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -124,16 +125,24 @@ class Gateway:
         return self.app.state.gateway
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(
+    database_url: str, openai_url: str | None, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    """An in-process gateway with its lifespan running (migrations, engine, provider)."""
+    settings = make_settings(database_url, openai_url, **overrides)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield Gateway(app, settings)
+
+
 @pytest.fixture
 async def gateway(
     database_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
 ) -> AsyncIterator[Gateway]:
     """A gateway on the fake OpenAI upstream, on SQLite and on PostgreSQL."""
-    _, url = fake_openai_server
-    settings = make_settings(database_url, url)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield Gateway(app, settings)
+    async with running_gateway(database_url, fake_openai_server[1]) as gw:
+        yield gw
 
 
 @pytest.fixture
@@ -141,11 +150,8 @@ async def sqlite_gateway(
     sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
 ) -> AsyncIterator[Gateway]:
     """The same gateway, on SQLite only (for tests whose point is not the database)."""
-    _, url = fake_openai_server
-    settings = make_settings(sqlite_url, url)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield Gateway(app, settings)
+    async with running_gateway(sqlite_url, fake_openai_server[1]) as gw:
+        yield gw
 
 
 @dataclass
