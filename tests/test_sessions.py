@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from sessiongate.app import create_app
 from sessiongate.sessions import acquire_lease, cleanup_expired_sessions
 from sessiongate.store import (
     ConversationRow,
@@ -21,7 +20,7 @@ from sessiongate.store import (
 )
 from sessiongate.store import queries as q
 
-from .conftest import Gateway, make_settings
+from .conftest import Gateway, running_gateway
 from .fakes.openai_server import FakeOpenAI
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -157,21 +156,17 @@ async def test_erase_leaves_nothing_of_the_session(
 async def test_the_n_plus_first_turn_is_429_and_other_sessions_are_unaffected(
     sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
 ) -> None:
-    import httpx
-
-    app = create_app(make_settings(sqlite_url, fake_openai_server[1], rate_limit="3/minute"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://g") as a,
-            httpx.AsyncClient(transport=transport, base_url="http://g") as b,
-        ):
-            for i in range(3):
-                assert (await a.post("/api/chat", json={"message": f"m{i}"})).status_code == 200
-            over = await a.post("/api/chat", json={"message": "one too many"})
-            assert over.status_code == 429
-            assert over.json()["error"]["code"] == "rate_limited"
-            assert 1 <= int(over.headers["retry-after"]) <= 60
-            assert (await b.post("/api/chat", json={"message": "fine"})).status_code == 200
-            info = (await a.get("/api/session/info")).json()
+    async with (
+        running_gateway(sqlite_url, fake_openai_server[1], rate_limit="3/minute") as gw,
+        gw.client() as a,
+        gw.client() as b,
+    ):
+        for i in range(3):
+            assert (await a.post("/api/chat", json={"message": f"m{i}"})).status_code == 200
+        over = await a.post("/api/chat", json={"message": "one too many"})
+        assert over.status_code == 429
+        assert over.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(over.headers["retry-after"]) <= 60
+        assert (await b.post("/api/chat", json={"message": "fine"})).status_code == 200
+        info = (await a.get("/api/session/info")).json()
     assert info["message_count"] == 6  # the refused turn stored nothing

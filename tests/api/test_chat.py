@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
-from ..conftest import Gateway
+from ..conftest import Gateway, running_gateway
 from ..fakes.openai_server import FakeOpenAI
 
 
@@ -120,15 +118,7 @@ async def test_session_name_is_sent_as_openai_user(
 
 
 async def test_unreachable_upstream_is_502_with_envelope(sqlite_url: str) -> None:
-    from sessiongate.app import create_app
-
-    from ..conftest import make_settings
-
-    app = create_app(make_settings(sqlite_url, None))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://g"
-        ) as client:
-            r = await client.post("/api/chat", json={"message": "hi"})
+    async with running_gateway(sqlite_url, None) as gw, gw.client() as client:
+        r = await client.post("/api/chat", json={"message": "hi"})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unavailable"

@@ -15,7 +15,7 @@ import pytest
 from sessiongate.app import create_app
 from sessiongate.audit import exit_code, run_audit
 
-from ..conftest import make_settings
+from ..conftest import make_settings, running_gateway
 from ..fakes.coze_server import FakeCoze
 from ..fakes.servers import ServerThread
 from .conftest import CLIENT_ID, PUBLIC_KEY_ID, KeyPair
@@ -80,12 +80,8 @@ async def test_each_session_chats_with_its_own_token_and_can_fetch_it(
 async def test_token_endpoint_is_404_without_a_coze_oauth_provider(
     sqlite_url: str, fake_openai_server: tuple, fake_openai: object
 ) -> None:
-    app = create_app(make_settings(sqlite_url, fake_openai_server[1]))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://g"
-        ) as c:
-            r = await c.post("/api/coze/token")
+    async with running_gateway(sqlite_url, fake_openai_server[1]) as gw, gw.client() as c:
+        r = await c.post("/api/coze/token")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "coze_token_unavailable"
 
