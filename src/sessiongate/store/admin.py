@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, literal, or_, select, tuple_
 
 from ..errors import BadRequest
 from .database import DbSession
-from .models import ConversationRow, MessageRow, SessionRow, TenantRow
+from .models import ConversationRow, MessageRow, SessionRow, TenantRow, UTCDateTime
 from .queries import count_sessions
 
 SessionState = Literal["active", "expired"]
@@ -99,11 +99,11 @@ async def list_sessions(
     where: list[ColumnElement[bool]] = []
     if after is not None:
         stamp, last_id = decode_cursor(after)
+        # A row-value comparison is one range scan of ix_sessions_last_active on both
+        # databases; the equivalent OR form is not (deep pages were 5x slower on PG).
         where.append(
-            or_(
-                SessionRow.last_active_at < stamp,
-                and_(SessionRow.last_active_at == stamp, SessionRow.id < last_id),
-            )
+            tuple_(SessionRow.last_active_at, SessionRow.id)
+            < tuple_(literal(stamp, UTCDateTime()), literal(last_id))
         )
     if tenant_id is not None:
         where.append(SessionRow.tenant_id == tenant_id)
