@@ -22,15 +22,9 @@ from sessiongate.coze.errors import CozeAuthError
 from sessiongate.coze.settings import CozeSettings
 from sessiongate.errors import UpstreamTimeout, UpstreamUnavailable
 
+from ..conftest import wait_until
 from ..fakes.coze_server import FakeClock, FakeCoze
 from .conftest import KeyPair
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_token_is_bound_to_session_name_and_expires_at_an_absolute_time(
@@ -83,7 +77,7 @@ async def test_one_sessions_slow_exchange_does_not_hold_up_another_session(
     fake_coze.switches.token_timeouts = 1  # the first exchange hangs
     try:
         stuck = asyncio.create_task(tokens.access_token("sess-slow"))
-        await _until(lambda: fake_coze.token_requests == 1)
+        await wait_until(lambda: fake_coze.token_requests == 1, timeout=5)
 
         other = await asyncio.wait_for(tokens.access_token("sess-fast"), 2)
 
