@@ -140,11 +140,14 @@ async def test_erase_leaves_nothing_of_the_session(
         await a.post("/api/chat", json={"message": "forget me"})
         await b.post("/api/chat", json={"message": "keep me"})
         sid = (await a.get("/api/session/info")).json()["session_id"]
+        old_token = a.cookies["sessiongate_session"]
         erased = await a.delete("/api/session")
         assert erased.status_code == 204
         assert "sessiongate_session=" in erased.headers["set-cookie"]
-        again = await a.get("/api/session/info", headers={"Cookie": ""})
-        assert again.status_code in (200, 401)
+        assert "sessiongate_session" not in a.cookies  # the browser drops the cookie
+        again = await a.get("/api/session/info", headers={"Authorization": f"Bearer {old_token}"})
+        assert again.status_code == 401  # the erased session's token stops working
+        assert again.json()["error"]["code"] == "session_not_found"
     async with gateway.state.sessionmaker() as db:
         assert await db.get(SessionRow, sid) is None
         assert await db.scalar(select(func.count()).where(ConversationRow.session_id == sid)) == 0

@@ -260,7 +260,7 @@ async def test_idp_admin_claim_grants_admin_and_others_do_not(
     assert user.kind == "idp" and not user.is_admin
 
 
-def test_unsafe_algorithm_setting_stops_start(sqlite_url: str) -> None:
+def test_unsafe_algorithm_setting_stops_start() -> None:
     from sessiongate.errors import ConfigurationError
     from sessiongate.identity import IdentityProviderVerifier
 

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         engine = create_engine(settings.database_url)
         owned_provider = provider is None
         try:
+            idp = build_identity_provider(settings)  # cheap: fail before loading a model
             active = provider or await build_provider(settings)
             try:
                 sessionmaker = create_sessionmaker(engine)
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                     ),
                     provider=active,
                     locks=locks,
+                    idp=idp,
                     chat=ChatService(
                         sessionmaker,
                         active,
@@ -90,7 +92,6 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                         max_concurrent_turns=settings.max_concurrent_turns,
                     ),
                 )
-                app.state.gateway.idp = build_identity_provider(settings)
                 cleaner = (
                     asyncio.create_task(
                         run_cleanup_periodically(

@@ -146,14 +146,16 @@ class ChatService:
         self._idle_timeout = idle_timeout
         self._turn_timeout = turn_timeout
         self._locks = locks
-        self._admitted = 0
         self._mean_turn_seconds = 5.0
         self._limiter = limiter
         self._max_concurrent = max_concurrent_turns
+        # Admitted, unfinished turns per session id; their sum is the provider's load.
         self._per_session: dict[str, int] = {}
 
+    def _admit(self, session_id: str) -> None:
+        self._per_session[session_id] = self._per_session.get(session_id, 0) + 1
+
     def _release(self, session_id: str) -> None:
-        self._admitted -= 1
         left = self._per_session.get(session_id, 1) - 1
         if left > 0:
             self._per_session[session_id] = left
@@ -163,7 +165,7 @@ class ChatService:
     @property
     def turns_in_progress(self) -> int:
         """Turns admitted and not yet finished (running or waiting)."""
-        return self._admitted
+        return sum(self._per_session.values())
 
     async def begin_turn(
         self, session: SessionRow, message: str, conversation_id: str | None
@@ -193,17 +195,23 @@ class ChatService:
                     retry_after=1,
                 )
         limit = self.provider.max_pending
-        if limit is not None and self._admitted >= limit:
-            waiting = self._admitted - limit + 1
+        admitted = self.turns_in_progress
+        if limit is not None and admitted >= limit:
+            waiting = admitted - limit + 1
             raise ServiceBusy(
                 "The model is busy with other conversations; try again shortly.",
                 code="provider_busy",
                 retry_after=max(1, math.ceil(self._mean_turn_seconds * waiting)),
             )
+        # Reserve before awaiting the limiter (Redis): checks and reservation happen with
+        # no await between them, so concurrent requests cannot all pass a full queue.
+        self._admit(session.id)
         if self._limiter is not None:
-            await self._limiter.hit(session)
-        self._admitted += 1
-        self._per_session[session.id] = self._per_session.get(session.id, 0) + 1
+            try:
+                await self._limiter.hit(session)
+            except BaseException:
+                self._release(session.id)
+                raise
         return Turn(
             session=session, message=message, conversation_id=conversation_id, _service=self
         )

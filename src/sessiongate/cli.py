@@ -48,12 +48,11 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Apply migrations and serve the gateway (chat page at http://HOST:PORT/)."""
+    """Check settings, apply migrations and serve the gateway (chat page at http://HOST:PORT/)."""
     import uvicorn
 
-    from .app import create_app
+    from .app import build_identity_provider, create_app
     from .providers import check_provider_settings
-    from .store import migrate_sync
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -66,16 +65,13 @@ def serve(
         raise typer.Exit(2) from exc
     try:
         check_provider_settings(settings)
+        build_identity_provider(settings)
         settings.resolve_secret_key()
     except ConfigurationError as exc:
         typer.echo(f"Cannot start: {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    migrate_sync(settings.database_url)
-    try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on")
-    except ConfigurationError as exc:
-        typer.echo(f"Cannot start: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
+    # The app's lifespan applies migrations before it serves.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on")
 
 
 @app.command()

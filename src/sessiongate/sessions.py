@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from .chat import SessionLocks
 from .store import ConversationRow, DbSession, MessageRow, SessionRow
 from .store import queries as q
 from .store.models import LeaseRow, new_id, utcnow
@@ -144,6 +145,41 @@ def _count(result: Any) -> int:
     return max(int(result.rowcount or 0), 0)
 
 
+async def cleanup_and_forget(
+    sessionmaker: async_sessionmaker[DbSession], provider: object, *, batch_size: int
+) -> CleanupResult:
+    """``cleanup_expired_sessions`` that also drops the provider's cached tokens of the
+    deleted sessions (what the periodic task and the admin API run)."""
+    return await cleanup_expired_sessions(
+        sessionmaker,
+        batch_size=batch_size,
+        forget=lambda names: forget_upstream_credentials(provider, names),
+    )
+
+
+async def erase_session(
+    sessionmaker: async_sessionmaker[DbSession],
+    locks: SessionLocks,
+    provider: object,
+    session_id: str,
+) -> q.SessionCounts | None:
+    """Delete a session with everything under it and forget its cached upstream token.
+
+    Waits for a turn in flight in this process (the session's turn lock) so its rows are
+    not written after the delete. Returns what was deleted, or None if no such session.
+    """
+    async with locks.hold(session_id):
+        async with sessionmaker() as db, db.begin():
+            row = await q.get_session(db, session_id)
+            if row is None:
+                return None
+            session_name = row.session_name
+            counts = await q.count_session_data(db, session_id)
+            await q.delete_session(db, session_id)
+        await forget_upstream_credentials(provider, [session_name])
+    return counts
+
+
 async def forget_upstream_credentials(provider: object, session_names: Sequence[str]) -> None:
     """Drop cached upstream tokens (Coze OAuth) of these sessions, if the provider has any."""
     manager = getattr(provider, "token_manager", None)
@@ -155,7 +191,7 @@ async def forget_upstream_credentials(provider: object, session_names: Sequence[
 
 async def export_session(db: DbSession, session: SessionRow) -> dict[str, Any]:
     """Everything stored for ``session``: its metadata, conversations and messages."""
-    rows, _ = await q.list_conversations(db, session.id, limit=1_000_000, offset=0)
+    rows, _ = await q.list_conversations(db, session.id)
     conversations = []
     for conversation, _n in rows:
         messages, _ = await q.list_messages(db, session.id, conversation.id)
@@ -204,11 +240,7 @@ async def run_cleanup_periodically(
     while True:
         await asyncio.sleep(interval)
         try:
-            await cleanup_expired_sessions(
-                sessionmaker,
-                batch_size=batch_size,
-                forget=lambda names: forget_upstream_credentials(provider, names),
-            )
+            await cleanup_and_forget(sessionmaker, provider, batch_size=batch_size)
         except Exception:  # keep the task alive; the next round retries
             log.exception("session cleanup failed")
 
@@ -217,7 +249,9 @@ __all__ = [
     "CLEANUP_LEASE",
     "CleanupResult",
     "acquire_lease",
+    "cleanup_and_forget",
     "cleanup_expired_sessions",
+    "erase_session",
     "export_session",
     "forget_upstream_credentials",
     "release_lease",

@@ -16,9 +16,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from ..errors import NotFound
-from ..sessions import cleanup_expired_sessions, forget_upstream_credentials
+from ..sessions import cleanup_and_forget, erase_session
 from ..store import admin as store_admin
-from ..store import queries as q
 from ..store.models import MessageRow, utcnow
 from .deps import AdminDep, Caller, StateDep
 from .web import WEB_DIR
@@ -258,16 +257,9 @@ async def delete_session(session_id: str, caller: AdminDep, state: StateDep) -> 
     """Delete a session with all its conversations and messages, and forget its cached
     upstream credentials. The end user's next request starts a new session."""
     _audit(caller, "delete_session", session_id)
-    # The session's turn lock: a turn in flight finishes before its rows are deleted.
-    async with state.locks.hold(session_id):
-        async with state.sessionmaker() as db, db.begin():
-            row = await q.get_session(db, session_id)
-            if row is None:
-                raise NotFound("No such session.", code="session_not_found")
-            session_name = row.session_name
-            counts = await q.count_session_data(db, session_id)
-            await q.delete_session(db, session_id)
-        await forget_upstream_credentials(state.provider, [session_name])
+    counts = await erase_session(state.sessionmaker, state.locks, state.provider, session_id)
+    if counts is None:
+        raise NotFound("No such session.", code="session_not_found")
     return SessionDeleted(
         session_id=session_id, conversations=counts.conversations, messages=counts.messages
     )
@@ -281,11 +273,8 @@ async def run_cleanup(caller: AdminDep, state: StateDep) -> CleanupReport:
     gateway process sharing the database), returns at once with `skipped: true`.
     """
     _audit(caller, "cleanup", "expired_sessions")
-    provider = state.provider
-    result = await cleanup_expired_sessions(
-        state.sessionmaker,
-        batch_size=state.settings.cleanup_batch_size,
-        forget=lambda names: forget_upstream_credentials(provider, names),
+    result = await cleanup_and_forget(
+        state.sessionmaker, state.provider, batch_size=state.settings.cleanup_batch_size
     )
     audit_log.info(
         "admin cleanup deleted sessions=%d conversations=%d messages=%d skipped=%s",

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from ..identity import COOKIE_NAME
-from ..sessions import export_session, forget_upstream_credentials
+from ..sessions import erase_session, export_session
 from ..store import queries as q
 from .deps import CurrentSession, StateDep, issue_session_cookie
 from .schemas import Conversation, SessionCreated, SessionInfo, SessionReset
@@ -69,9 +69,7 @@ async def export(session: CurrentSession, state: StateDep) -> dict[str, Any]:
 async def erase(session: CurrentSession, state: StateDep, request: Request) -> Response:
     """Erase your session: conversations, messages, upstream conversation mappings and the
     cached upstream access token. Your token stops working; the cookie is cleared."""
-    async with state.locks.hold(session.id), state.sessionmaker() as db, db.begin():
-        await q.delete_session(db, session.id)
-    await forget_upstream_credentials(state.provider, [session.session_name])
+    await erase_session(state.sessionmaker, state.locks, state.provider, session.id)
     request.state.set_cookie = None
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")

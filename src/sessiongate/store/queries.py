@@ -172,10 +172,10 @@ async def latest_conversation(db: DbSession, session_id: str) -> ConversationRow
 
 
 async def list_conversations(
-    db: DbSession, session_id: str, *, limit: int, offset: int
+    db: DbSession, session_id: str, *, limit: int | None = None, offset: int = 0
 ) -> tuple[Sequence[tuple[ConversationRow, int]], int]:
-    """A page of the session's conversations, newest activity first, each with its
-    message count; plus the total number of conversations."""
+    """A page of the session's conversations (all with ``limit=None``), newest activity
+    first, each with its message count; plus the total number of conversations."""
     counts = (
         select(MessageRow.conversation_id, func.count().label("n"))
         .where(MessageRow.session_id == session_id)
