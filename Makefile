@@ -8,7 +8,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev browser lint bench
+.PHONY: run test install install-dev browser haproxy lint bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ run: install
 browser:
 	./scripts/ensure-chromium.sh
 
-test: install-dev browser
+# The fleet tests (tests/fleet/) put Debian's HAProxy in front of several gateways.
+haproxy:
+	./scripts/ensure-haproxy.sh
+
+test: install-dev browser haproxy
 	$(PY) -m pytest
+	@echo "Browser screenshots: build/screenshots/"
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests bench

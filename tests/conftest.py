@@ -4,9 +4,11 @@ gateways in-process (ASGI) or on a real uvicorn on loopback."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sessiongate.app import create_app
@@ -24,10 +27,15 @@ from sessiongate.store import create_engine, create_sessionmaker
 from .fakes.openai_server import FakeOpenAI
 from .fakes.servers import ServerThread
 
-PG_URL = os.environ.get(
+PG_SERVER_URL = os.environ.get(
     "SESSIONGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 SECRET = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+# One database per test run (created on first use, dropped at exit), so two runs on one
+# server (a developer's and CI's, or two worktrees) never wipe each other's tables.
+_RUN_DB = f"sg_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+PG_URL = str(make_url(PG_SERVER_URL).set(database=_RUN_DB))
+_run_db_created = False
 
 
 def _postgres_answers() -> bool:
@@ -38,14 +46,34 @@ def _postgres_answers() -> bool:
         return False
 
 
-async def _fresh_postgres() -> str:
-    """The wiped ``test`` database; skips when PostgreSQL is down, but fails under CI."""
+async def fresh_postgres() -> str:
+    """This run's PostgreSQL database, wiped; skips when PostgreSQL is down, but fails
+    under CI."""
+    global _run_db_created
     if not _postgres_answers():
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL does not answer on 127.0.0.1:5432")
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    if not _run_db_created:
+        await _admin_sql(f'CREATE DATABASE "{_RUN_DB}"')
+        _run_db_created = True
+        atexit.register(_drop_run_database)
     await _reset_postgres(PG_URL)
     return PG_URL
+
+
+async def _admin_sql(statement: str) -> None:
+    engine = create_async_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def _drop_run_database() -> None:
+    with contextlib.suppress(Exception):
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{_RUN_DB}" WITH (FORCE)'))
 
 
 async def _reset_postgres(url: str) -> None:
@@ -58,19 +86,60 @@ async def _reset_postgres(url: str) -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file, or PostgreSQL's ``test`` database wiped.
+    """A fresh, empty database: a SQLite file, or this run's PostgreSQL database wiped.
 
     PostgreSQL is skipped locally when it does not answer, but fails under CI.
     """
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    return await _fresh_postgres()
+    return await fresh_postgres()
 
 
 @pytest.fixture
 async def postgres_url() -> str:
-    """PostgreSQL's ``test`` database, wiped (skipped locally if it does not answer)."""
-    return await _fresh_postgres()
+    """This run's PostgreSQL database, wiped (skipped locally if it does not answer)."""
+    return await fresh_postgres()
+
+
+REDIS_URL = os.environ.get("SESSIONGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class RedisSpace:
+    """A Redis server and a key prefix of this test's own (its keys are deleted after)."""
+
+    url: str
+    prefix: str
+
+
+@pytest.fixture
+async def redis_space() -> AsyncIterator[RedisSpace]:
+    """Redis with a fresh key prefix; skipped locally when Redis is down, fails under CI."""
+    async with fresh_redis_space() as space:
+        yield space
+
+
+@contextlib.asynccontextmanager
+async def fresh_redis_space() -> AsyncIterator[RedisSpace]:
+    """See ``redis_space`` (for fixtures that choose their backend by parameter)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        if os.environ.get("CI"):
+            pytest.fail("Redis does not answer on 127.0.0.1:6379")
+        pytest.skip("Redis does not answer on 127.0.0.1:6379")
+    space = RedisSpace(REDIS_URL, f"sgtest:{uuid.uuid4().hex[:12]}:")
+    try:
+        yield space
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{space.prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 @pytest.fixture
@@ -103,6 +172,9 @@ def make_settings(database_url: str, openai_url: str | None = None, **overrides:
         "keepalive_interval": 0.5,
         "idle_timeout": 10.0,
         "turn_timeout": 30.0,
+        # Every test client is 127.0.0.1: per-client limits only where a test sets them.
+        "session_create_rate_limit": None,
+        "anonymous_rate_limit": None,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -183,10 +255,16 @@ class LiveGateway:
 
 @pytest.fixture
 def live_gateway(
-    sqlite_url: str, fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
+    request: pytest.FixtureRequest,
+    sqlite_url: str,
+    fake_openai_server: tuple[FakeOpenAI, str],
+    fake_openai: FakeOpenAI,
 ) -> Iterator[LiveGateway]:
+    """A gateway on a real uvicorn; ``@pytest.mark.gateway_settings(**overrides)`` on a
+    test changes its settings."""
     _, url = fake_openai_server
-    settings = make_settings(sqlite_url, url)
+    marker = request.node.get_closest_marker("gateway_settings")
+    settings = make_settings(sqlite_url, url, **(marker.kwargs if marker else {}))
     with ServerThread(create_app(settings)) as server:
         yield LiveGateway(server.url, settings, fake_openai)
 

@@ -10,9 +10,20 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 from rich.console import Console
 
-from sessiongate.audit import AuditReport, Leak, exit_code, render_table, run_audit
+from sessiongate.audit import (
+    AuditError,
+    AuditReport,
+    Leak,
+    describe_leak,
+    exit_code,
+    plan_turns,
+    render_table,
+    run_audit,
+    verdict,
+)
 
 CANARY = re.compile(r"my name is (\w+) and my code number is (\d+)", re.IGNORECASE)
 
@@ -177,3 +188,95 @@ async def test_audit_finds_conversations_open_to_other_sessions() -> None:
     assert ("access", "DELETE") in kinds
     assert report.idor_refused < report.idor_attempts
     assert exit_code(report) == 1
+
+
+async def _tenant_key(live_gateway: Any, name: str = "acme") -> str:
+    from sessiongate.store import create_engine, create_sessionmaker
+    from sessiongate.store.tenants import create_tenant
+
+    engine = create_engine(live_gateway.settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            _, key = await create_tenant(db, name)
+    finally:
+        await engine.dispose()
+    return key
+
+
+async def test_audit_covers_tenant_users_and_spends_exactly_the_turns_it_announced(
+    live_gateway: Any,
+) -> None:
+    live_gateway.fake.behaviour.reply = remembering_reply
+    key = await _tenant_key(live_gateway)
+
+    report = await run_audit(live_gateway.url, sessions=2, api_key=key, tenant_users=2)
+
+    assert (report.sessions, report.tenant_users) == (4, 2)
+    assert report.leaks == [] and report.errors == 0
+    assert report.recall_rate == 1.0
+    # Tenant users were attacked by anonymous sessions and by each other, and vice versa.
+    assert report.idor_attempts == report.idor_refused == 4 * 3 * 3
+    tenant_requests = [r for r in live_gateway.fake.requests if r.user]
+    assert len({r.user for r in tenant_requests}) == 4
+    assert len(live_gateway.fake.requests) == plan_turns(2, 1, 2)[0] == 4 * (1 + 4)
+    assert verdict(report).startswith("PASS:")
+
+
+async def test_audit_with_a_wrong_api_key_stops_before_any_turn(live_gateway: Any) -> None:
+    with pytest.raises(AuditError, match="refused the API key"):
+        await run_audit(live_gateway.url, sessions=2, api_key="sgk_wrong", tenant_users=1)
+    assert live_gateway.fake.requests == []
+
+
+async def test_audit_finds_a_leak_between_tenant_users(live_gateway: Any) -> None:
+    _SHARED_MEMORY.clear()
+    live_gateway.fake.behaviour.reply = shared_memory_reply
+    key = await _tenant_key(live_gateway)
+
+    report = await run_audit(live_gateway.url, sessions=0, api_key=key, tenant_users=2)
+
+    assert report.leaks and exit_code(report) == 1
+    assert verdict(report).startswith("FAIL:")
+    assert "tenant user" in describe_leak(report.leaks[0], report)
+
+
+def test_plain_words_verdict_and_explained_figures() -> None:
+    report = AuditReport(sessions=2, probes=4, answers=4, idor_attempts=6, idor_refused=6)
+    assert verdict(report).startswith("PASS:")
+    console = Console(record=True, width=200)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "IDOR" not in text and "what it means" in text
+    assert "depends on the model" in text and "must be 0" in text
+    assert verdict(AuditReport(sessions=2)).startswith("FAIL: the gateway answered no")
+    report.leaks.append(Leak(1, 2, "number", "reply", "code number 123456"))
+    assert describe_leak(report.leaks[0], report) == (
+        "session 1 saw session 2's code number 123456 in a reply"
+    )
+
+
+def test_cli_audit_prints_the_turn_count_and_refuses_without_a_terminal(
+    live_gateway: Any,
+) -> None:
+    from typer.testing import CliRunner
+
+    from sessiongate.cli import app
+
+    result = CliRunner().invoke(app, ["audit", "--url", live_gateway.url, "--sessions", "3"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "sends 12 chat turns" in said and "Run again with --yes" in said
+    assert live_gateway.fake.requests == []
+
+
+def test_cli_audit_with_yes_runs_and_ends_with_pass(live_gateway: Any) -> None:
+    from typer.testing import CliRunner
+
+    from sessiongate.cli import app
+
+    live_gateway.fake.behaviour.reply = remembering_reply
+    result = CliRunner().invoke(
+        app, ["audit", "--url", live_gateway.url, "--sessions", "2", "--yes"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("PASS:")

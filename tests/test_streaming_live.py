@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from .conftest import LiveGateway, wait_until
 
@@ -35,7 +36,8 @@ async def test_frames_arrive_before_generation_ends(live_gateway: LiveGateway) -
     assert finished_at - first_delta_at > 1.0
 
 
-async def test_client_disconnect_stops_generation_and_stores_incomplete(
+@pytest.mark.gateway_settings(on_disconnect="cancel")
+async def test_client_disconnect_stops_generation_and_stores_incomplete_under_cancel(
     live_gateway: LiveGateway,
 ) -> None:
     fake = live_gateway.fake
@@ -45,6 +47,7 @@ async def test_client_disconnect_stops_generation_and_stores_incomplete(
     received = ""
     conversation_id = None
     async with httpx.AsyncClient(base_url=live_gateway.url, timeout=30) as client:
+        await client.post("/api/session")
         conversation_id = (await client.post("/api/conversations", json={})).json()["id"]
         async with client.stream(
             "POST",
@@ -88,7 +91,8 @@ async def test_keepalive_comments_while_the_model_is_silent(live_gateway: LiveGa
     assert ": keep-alive" in lines
     frames = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     assert frames[-1]["type"] == "done"
-    assert "".join(f["content"] for f in frames) == "ok"
+    assert frames[0]["type"] == "start"
+    assert "".join(f["content"] for f in frames if f["type"] == "message") == "ok"
 
 
 async def test_second_turn_of_a_session_waits_for_the_first(live_gateway: LiveGateway) -> None:
@@ -97,7 +101,7 @@ async def test_second_turn_of_a_session_waits_for_the_first(live_gateway: LiveGa
     fake = live_gateway.fake
     fake.behaviour.chunk_delay = 0.02
     async with httpx.AsyncClient(base_url=live_gateway.url, timeout=30) as client:
-        await client.get("/api/session/info")  # one session, held in the cookie jar
+        await client.post("/api/session")  # one session, held in the cookie jar
         replies = await asyncio.gather(
             *(client.post("/api/chat", json={"message": f"q{i}"}) for i in range(3))
         )

@@ -5,24 +5,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
 
 from . import __version__
-from .api import ROUTERS
-from .api.deps import GatewayState, SessionCookieMiddleware
+from .api import ROUTERS, openai_compat
+from .api.clients import parse_networks
+from .api.deps import GatewayState, SessionCookieMiddleware, json_body_limit
 from .api.errors import install_error_handlers
-from .api.web import WEB_DIR
-from .chat import ChatService, SessionLocks
+from .api.http_metrics import HttpMetricsMiddleware
+from .api.middleware import (
+    BodySizeLimitMiddleware,
+    CrossSiteMiddleware,
+    JsonTextMiddleware,
+    PageHeadersMiddleware,
+)
+from .api.request_id import RequestIdMiddleware
+from .api.web import WEB_DIR, ui_image_sources
+from .chat import ChatService, TurnLimits, run_recovery_periodically
 from .config import Settings
+from .coordination import DatabaseCoordinator, RedisCoordinator, SessionCoordination
 from .errors import ConfigurationError
 from .identity import IdentityProviderVerifier, SessionTokens
-from .providers import Provider, build_provider
-from .ratelimit import TurnLimiter
-from .sessions import run_cleanup_periodically
-from .store import create_engine, create_sessionmaker, migrate
+from .logs import ensure_logging
+from .metrics import mark_process_dead
+from .providers import Provider
+from .ratelimit import ClientLimiter, TurnLimiter
+from .replies import RedisReplyStream
+from .sessions import SessionService, run_cleanup_periodically
+from .store import create_engine, create_sessionmaker
+from .store.migration_lock import migrate_exclusively
+from .upstreams import build_provider
 
 log = logging.getLogger(__name__)
 
@@ -45,54 +62,114 @@ def build_identity_provider(settings: Settings) -> IdentityProviderVerifier | No
     )
 
 
-def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    provider: Provider | None = None,
+    migrate_on_start: bool = True,
+) -> FastAPI:
     """Build the gateway app.
 
-    On start the lifespan applies migrations, opens the database engine and creates (or
-    loads, for ``local``) the provider; on stop it closes them. ``provider`` overrides
-    the configured one (the caller then owns it, e.g. tests).
+    On start the lifespan applies migrations (under a cross-process lock; skipped when
+    ``migrate_on_start`` is False because the caller already did), opens the database
+    engine (and Redis when configured), creates (or loads, for ``local``) the provider
+    and starts the background tasks (reply recovery, session cleanup); on stop it lets
+    replies in progress finish briefly and closes everything in reverse order.
+    ``provider`` overrides the configured one (the caller then owns it, e.g. tests).
     """
     settings = settings or Settings()
+    # Observability: logging is configured once per process (`serve` may have done it).
+    ensure_logging(
+        fmt=settings.log_format, level=settings.log_level, log_content=settings.log_content
+    )
+    trusted_proxies = parse_networks(settings.trusted_proxies)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(settings.database_url)
-        engine = create_engine(settings.database_url)
-        owned_provider = provider is None
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Observability: at the very end, this worker's live gauges stop counting.
+            stack.callback(mark_process_dead)
+            if migrate_on_start:
+                await migrate_exclusively(settings.database_url)
+            engine = create_engine(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+            )
+            stack.push_async_callback(engine.dispose)
+            redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)
             idp = build_identity_provider(settings)  # cheap: fail before loading a model
-            active = provider or await build_provider(settings)
-            try:
-                sessionmaker = create_sessionmaker(engine)
-                locks = SessionLocks()
-                app.state.gateway = GatewayState(
-                    settings=settings,
-                    engine=engine,
-                    sessionmaker=sessionmaker,
-                    tokens=SessionTokens(
-                        settings.resolve_secret_key(), ttl=settings.session_idle_ttl
-                    ),
-                    provider=active,
-                    locks=locks,
-                    idp=idp,
-                    chat=ChatService(
-                        sessionmaker,
-                        active,
-                        locks=locks,
-                        system_prompt=settings.system_prompt,
-                        max_message_chars=settings.max_message_chars,
-                        idle_ttl=settings.session_idle_ttl,
-                        idle_timeout=settings.idle_timeout,
-                        turn_timeout=settings.turn_timeout,
-                        limiter=TurnLimiter(
-                            session_limit=settings.rate_limit,
-                            tenant_limit=settings.tenant_rate_limit,
-                            redis_url=settings.redis_url,
-                        ),
-                        max_concurrent_turns=settings.max_concurrent_turns,
-                    ),
+            active = provider or await build_provider(settings, redis=redis)
+            if provider is None:
+                stack.push_async_callback(active.aclose)
+            sessionmaker = create_sessionmaker(engine)
+            coordination = SessionCoordination(
+                RedisCoordinator(redis, prefix=settings.redis_prefix)
+                if redis is not None
+                else DatabaseCoordinator(sessionmaker),
+                lock_ttl=settings.lock_ttl,
+            )
+            clients = ClientLimiter(
+                session_limit=settings.session_create_rate_limit,
+                turn_limit=settings.anonymous_rate_limit,
+                redis_url=settings.redis_url,
+                key_prefix=settings.redis_prefix,
+            )
+            stack.push_async_callback(clients.aclose)
+            limiter = TurnLimiter(
+                session_limit=settings.rate_limit,
+                tenant_limit=settings.tenant_rate_limit,
+                redis_url=settings.redis_url,
+                key_prefix=settings.redis_prefix,
+            )
+            stack.push_async_callback(limiter.aclose)
+            chat = ChatService(
+                sessionmaker,
+                active,
+                coordination,
+                limits=TurnLimits(
+                    system_prompt=settings.system_prompt,
+                    max_message_chars=settings.max_message_chars,
+                    max_reply_chars=settings.max_reply_chars,
+                    idle_ttl=settings.session_idle_ttl,
+                    idle_timeout=settings.idle_timeout,
+                    turn_timeout=settings.turn_timeout,
+                    turn_wait=settings.turn_wait,
+                    max_concurrent_turns=settings.max_concurrent_turns,
+                    history_messages=settings.history_messages,
+                    save_interval=settings.reply_save_interval,
+                ),
+                limiter=limiter,
+                stream=RedisReplyStream(redis, prefix=settings.redis_prefix)
+                if redis is not None
+                else None,
+            )
+            stack.push_async_callback(chat.aclose)
+            app.state.gateway = GatewayState(
+                settings=settings,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                tokens=SessionTokens(settings.resolve_secret_key(), ttl=settings.session_idle_ttl),
+                provider=active,
+                chat=chat,
+                sessions=SessionService(
+                    sessionmaker, coordination, active, wait=settings.turn_wait
+                ),
+                idp=idp,
+                clients=clients,
+                trusted_proxies=trusted_proxies,
+            )
+            tasks = [
+                asyncio.create_task(
+                    run_recovery_periodically(chat, interval=settings.lock_ttl),
+                    name="reply-recovery",
                 )
-                cleaner = (
+            ]
+            if settings.cleanup_interval > 0:
+                tasks.append(
                     asyncio.create_task(
                         run_cleanup_periodically(
                             sessionmaker,
@@ -102,30 +179,39 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                         ),
                         name="session-cleanup",
                     )
-                    if settings.cleanup_interval > 0
-                    else None
                 )
-                log.info("sessiongate %s ready (provider=%s)", __version__, active.name)
-                try:
-                    yield
-                finally:
-                    if cleaner is not None:
-                        cleaner.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await cleaner
-            finally:
-                if owned_provider:
-                    await active.aclose()
-        finally:
-            await engine.dispose()
+            stack.push_async_callback(_cancel_all, tasks)
+            log.info("sessiongate %s ready (provider=%s)", __version__, active.name)
+            yield
 
     app = FastAPI(
         title="sessiongate",
         version=__version__,
         description="A multi-user AI chat gateway that keeps every end user's session isolated.",
         lifespan=lifespan,
+        # /docs and /redoc are served by api.web from vendored files (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
+    # Outermost last: page headers, cross-site refusal, body cap, JSON text, cookie.
     app.add_middleware(SessionCookieMiddleware)
+    app.add_middleware(JsonTextMiddleware)
+    json_limit = json_body_limit(settings)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit_for=lambda path: (
+            openai_compat.MAX_BODY_BYTES if path.startswith("/v1/") else json_limit
+        ),
+    )
+    app.add_middleware(CrossSiteMiddleware)
+    app.add_middleware(
+        PageHeadersMiddleware,
+        frame_ancestors=settings.frame_ancestors,
+        img_sources=ui_image_sources(settings),
+    )
+    # Observability: added last = outermost, so every response carries its request id.
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -133,4 +219,25 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     return app
 
 
-__all__ = ["create_app"]
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+#: Set to "1" by ``sessiongate serve`` once it has applied migrations, before it starts
+#: uvicorn's worker processes: their lifespans then skip migrating.
+MIGRATED_ENV = "SESSIONGATE_SERVE_MIGRATED"
+
+
+def create_app_from_env() -> FastAPI:
+    """The app factory for ``sessiongate serve --workers N`` and ``uvicorn --factory``.
+
+    Each worker process calls it (``sessiongate.app:create_app_from_env``) and reads
+    ``Settings`` from the environment and ``.env``. Migrations run in the lifespan under
+    the migration lock unless ``SESSIONGATE_SERVE_MIGRATED=1`` says ``serve`` did them.
+    """
+    return create_app(Settings(), migrate_on_start=os.environ.get(MIGRATED_ENV) != "1")
+
+
+__all__ = ["MIGRATED_ENV", "create_app", "create_app_from_env"]

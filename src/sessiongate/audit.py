@@ -1,9 +1,10 @@
 """Cross-session leak audit: a black-box check of a running gateway over HTTP.
 
-The audit opens N anonymous sessions, plants a unique canary in each (a made-up name
-and a six-digit code number), then asks every session about itself and about every
-other session's canary, scans each session's stored history, and tries each session's
-conversation ids from the other sessions (read, chat into, delete).
+The audit opens N anonymous sessions (and, with a tenant API key, M tenant users named
+with ``user``, the path an API deployment uses), plants a unique canary in each (a
+made-up name and a six-digit code number), then asks every session about itself and
+about every other session's canary, scans each session's stored history, and tries each
+session's conversation ids from the other sessions (read, chat into, delete).
 
 What it proves: in what these sessions could observe through the public API, no
 session saw another session's secret, and no session could touch another session's
@@ -14,7 +15,10 @@ What it cannot prove: it is black-box and probabilistic. A model that answers no
 useful can hide a leak it would reveal to a better-phrased question; a memory shared
 across users may surface only later or for other prompts. Recall (does a session
 remember its own canary?) depends on the model and is reported, not judged; leaks must
-be zero. Only what these N sessions saw is checked, not other tenants or identities.
+be zero. Only what these sessions saw is checked, not other tenants or identities.
+
+Cost: every question is one upstream turn (``plan_turns``); the CLI prints the figure
+and asks before it starts.
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ class AuditError(SessiongateError):
 class Leak:
     """One piece of evidence: session ``session`` saw or touched session ``source``'s data.
 
-    ``kind``: ``number`` or ``name`` (a canary part found in text) or ``access`` (an
-    IDOR attempt answered 2xx, or the owner's conversation gone after one).
-    ``where``: ``reply``, ``history`` or the IDOR request (e.g. ``GET messages``).
-    Sessions are numbered from 1 in the order the audit opened them.
+    ``kind``: ``number`` or ``name`` (a canary part found in text) or ``access`` (a
+    request on another session's conversation answered 2xx, or the owner's conversation
+    gone after one). ``where``: ``reply``, ``history`` or that request (e.g. ``GET``).
+    Sessions are numbered from 1 in the order the audit opened them (anonymous sessions
+    first, then tenant users).
     """
 
     session: int
@@ -73,10 +78,13 @@ class AuditReport:
     ``recall_rate``: share of answered self-questions whose reply held the session's own
     name or number (0..1; model-dependent). ``errors``: chat or API requests that failed
     (non-2xx other than an IDOR refusal, or no answer), counting each attempt.
-    ``answers``: chat turns that were answered 200.
+    ``answers``: chat turns that were answered 200. ``tenant_users``: how many of the
+    ``sessions`` were tenant users (the rest anonymous). ``idor_*``: requests made with
+    one session's credentials on another session's conversation (read, chat, delete).
     """
 
     sessions: int = 0
+    tenant_users: int = 0
     rounds: int = 0
     probes: int = 0
     leaks: list[Leak] = field(default_factory=list)
@@ -95,6 +103,7 @@ class AuditReport:
         """The report as JSON-ready data (what ``--json`` prints)."""
         return {
             "sessions": self.sessions,
+            "tenant_users": self.tenant_users,
             "rounds": self.rounds,
             "probes": self.probes,
             "leak_count": len(self.leaks),
@@ -116,6 +125,8 @@ class _Session:
     token: str
     name: str
     number: str
+    # A tenant user is named in every request; None for an anonymous session.
+    user: str | None = None
     conversation_id: str | None = None
     conversation_ids: list[str] = field(default_factory=list)
     # Names the auditor itself typed into this session: a reply repeating one is no leak.
@@ -123,7 +134,10 @@ class _Session:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if self.user is not None:
+            headers["X-Sessiongate-User"] = self.user
+        return headers
 
 
 def _new_canaries(count: int) -> list[tuple[str, str]]:
@@ -250,6 +264,32 @@ class _Auditor:
             raise AuditError("POST /api/session answered without a token")
         return _Session(index=index, token=token, name=name, number=number)
 
+    async def open_tenant_user(self, index: int, name: str, number: str, api_key: str) -> _Session:
+        """A tenant user: the API key plus a fresh ``user`` name. The key is checked first,
+        so a wrong key stops the audit instead of counting as many failed turns."""
+        session = _Session(
+            index=index,
+            token=api_key,
+            name=name,
+            number=number,
+            user=f"sessiongate-audit-{secrets.token_hex(6)}",
+        )
+        try:
+            async with self.limit:
+                response = await self.client.get(
+                    self.url + "/api/conversations?limit=1", headers=session.headers
+                )
+        except httpx.HTTPError as exc:
+            raise AuditError(f"the gateway at {self.url} did not answer: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise AuditError(
+                f"the gateway refused the API key ({response.status_code}); pass a tenant's "
+                "active key (`sessiongate tenants create NAME` prints one)"
+            )
+        if response.status_code != 200:
+            raise AuditError(f"GET /api/conversations answered {response.status_code}")
+        return session
+
     async def plant(self, session: _Session) -> None:
         await self.chat(
             session,
@@ -349,6 +389,19 @@ class _Auditor:
         self.step()
 
 
+def plan_turns(sessions: int, rounds: int, tenant_users: int = 0) -> tuple[int, int]:
+    """(upstream turns the audit spends, the most it can spend) for these figures.
+
+    Each of the ``n = sessions + tenant_users`` sessions plants its canary (1 turn), then
+    each round asks about itself and about every other session (``n`` turns): ``n * (1 +
+    rounds * n)``. Chatting into another session's conversation must be refused; if the
+    gateway lets it through, each such attempt is one more turn: ``n * (n - 1)`` more.
+    """
+    n = sessions + tenant_users
+    turns = n * (1 + rounds * n)
+    return turns, turns + n * (n - 1)
+
+
 async def run_audit(
     url: str,
     *,
@@ -357,10 +410,14 @@ async def run_audit(
     timeout: float = 120,
     progress: Callable[[int, int], None] | None = None,
     client: httpx.AsyncClient | None = None,
+    api_key: str | None = None,
+    tenant_users: int = 0,
 ) -> AuditReport:
     """Audit the gateway at ``url`` (e.g. ``http://127.0.0.1:8000``) for cross-session leaks.
 
-    ``sessions`` (at least 2) anonymous sessions, ``rounds`` rounds of questions,
+    ``sessions`` anonymous sessions plus, with a tenant ``api_key``, ``tenant_users``
+    tenant users (each a fresh ``user`` name; at least 2 sessions in all, anonymous
+    sessions may be 0 then), ``rounds`` rounds of questions,
     ``timeout`` seconds per HTTP request (a turn on a local model can be slow).
     ``progress(done, total)`` is called after each step. ``client``: an httpx client to
     use (it is not closed; its cookie jar is set to refuse cookies, because the audit
@@ -368,14 +425,20 @@ async def run_audit(
 
     Failed turns are counted in ``errors`` and never stop the audit; each busy answer
     (429/503, ...) is retried once after its Retry-After, capped at 10 seconds.
-    Raises ``AuditError`` when the gateway does not open sessions at all.
+    Raises ``AuditError`` when the gateway does not open sessions at all or refuses
+    ``api_key``.
     """
-    if sessions < 2:
+    if api_key is None:
+        tenant_users = 0
+    elif tenant_users < 1:
+        raise ValueError("an audit with an API key needs at least 1 tenant user")
+    count = sessions + tenant_users
+    if count < 2 or sessions < 0:
         raise ValueError("an audit needs at least 2 sessions")
     if rounds < 1:
         raise ValueError("an audit needs at least 1 round")
-    report = AuditReport(sessions=sessions, rounds=rounds)
-    total = sessions * (1 + rounds * sessions + 1 + 3 + 1)
+    report = AuditReport(sessions=count, tenant_users=tenant_users, rounds=rounds)
+    total = count * (1 + rounds * count + 1 + 3 + 1)
     own_client = client is None
     if client is None:
         client = httpx.AsyncClient(timeout=timeout)
@@ -383,14 +446,16 @@ async def run_audit(
     client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     try:
         auditor = _Auditor(url, client, report, progress, total)
-        auditor.sessions = list(
-            await asyncio.gather(
-                *(
-                    auditor.open_session(i, name, number)
-                    for i, (name, number) in enumerate(_new_canaries(sessions), start=1)
-                )
-            )
-        )
+        canaries = list(enumerate(_new_canaries(count), start=1))
+        opened = [
+            auditor.open_session(i, name, number) for i, (name, number) in canaries[:sessions]
+        ]
+        if api_key is not None:
+            opened += [
+                auditor.open_tenant_user(i, name, number, api_key)
+                for i, (name, number) in canaries[sessions:]
+            ]
+        auditor.sessions = list(await asyncio.gather(*opened))
         await asyncio.gather(*(auditor.plant(s) for s in auditor.sessions))
         for _ in range(rounds):
             await asyncio.gather(*(auditor.ask(s) for s in auditor.sessions))
@@ -416,22 +481,92 @@ def exit_code(report: AuditReport) -> int:
 
 
 def render_table(report: AuditReport) -> Table:
-    """The report as a rich table: sessions, probes, leaks, IDOR refusals, recall, errors."""
+    """The report as a rich table: each figure, its value, and what it means."""
     table = Table(title="sessiongate audit", show_header=True)
     table.add_column("check")
     table.add_column("result", justify="right")
+    table.add_column("what it means")
     leaks = len(report.leaks)
     refused_ok = report.idor_refused == report.idor_attempts
-    table.add_row("sessions", str(report.sessions))
-    table.add_row("probes", str(report.probes))
-    table.add_row("leaks found", f"[{'red' if leaks else 'green'}]{leaks}[/]")
+    anonymous = report.sessions - report.tenant_users
+    who = f"{anonymous} anonymous"
+    if report.tenant_users:
+        who += f" + {report.tenant_users} tenant users (API key + `user`)"
+    table.add_row("sessions", str(report.sessions), f"{who}, each with its own secret")
     table.add_row(
-        "IDOR attempts refused",
-        f"[{'green' if refused_ok else 'red'}]{report.idor_refused}/{report.idor_attempts}[/]",
+        "questions asked",
+        str(report.probes),
+        "each session asked about its own secret and about every other session's",
     )
-    table.add_row("recall rate", f"{report.recall_rate:.0%}")
-    table.add_row("errors", str(report.errors))
+    table.add_row(
+        "leaks found",
+        f"[{'red' if leaks else 'green'}]{leaks}[/]",
+        "times a session saw another session's secret or reached its conversations; must be 0",
+    )
+    table.add_row(
+        "foreign conversations refused",
+        f"[{'green' if refused_ok else 'red'}]{report.idor_refused}/{report.idor_attempts}[/]",
+        "tries to read, chat into or delete another session's conversation that the "
+        "gateway refused; must be all",
+    )
+    table.add_row(
+        "own secret remembered",
+        f"{report.recall_rate:.0%}",
+        f'{report.recall_hits} of {report.recall_asked} answers to "what is my name and '
+        "code number?\" held the session's own; depends on the model, not judged",
+    )
+    table.add_row(
+        "failed requests",
+        str(report.errors),
+        "requests that got an error or no answer (retries counted); they prove nothing either way",
+    )
     return table
 
 
-__all__ = ["AuditError", "AuditReport", "Leak", "exit_code", "render_table", "run_audit"]
+def describe_leak(leak: Leak, report: AuditReport) -> str:
+    """One leak in plain words."""
+
+    def who(index: int) -> str:
+        kind = "tenant user" if index > report.sessions - report.tenant_users else "session"
+        return f"{kind} {index}"
+
+    if leak.kind == "access" and leak.session == leak.source:
+        return f"{who(leak.session)}: {leak.detail}"
+    if leak.kind == "access":
+        return f"{who(leak.session)} reached {who(leak.source)}'s conversation: {leak.detail}"
+    place = "in a reply" if leak.where == "reply" else "in its stored history"
+    return f"{who(leak.session)} saw {who(leak.source)}'s {leak.detail} {place}"
+
+
+def verdict(report: AuditReport) -> str:
+    """The final line: ``PASS: ...`` or ``FAIL: ...`` in plain words (matches
+    ``exit_code``: 0 is PASS)."""
+    code = exit_code(report)
+    if code == 1:
+        return (
+            f"FAIL: {len(report.leaks)} leak(s) between sessions: one user's data reached "
+            "another. Do not serve real users until this is fixed."
+        )
+    if code == 2:
+        return (
+            "FAIL: the gateway answered no chat turn, so nothing was proved; check the "
+            "failed requests and the gateway's log."
+        )
+    return (
+        f"PASS: none of the {report.sessions} sessions saw or reached another's data "
+        f"({report.probes} questions, {report.idor_attempts} attempts on other sessions' "
+        "conversations, all refused)."
+    )
+
+
+__all__ = [
+    "AuditError",
+    "AuditReport",
+    "Leak",
+    "describe_leak",
+    "exit_code",
+    "plan_turns",
+    "render_table",
+    "run_audit",
+    "verdict",
+]

@@ -13,8 +13,9 @@ class SessiongateError(Exception):
     """Base of every error that may reach a client.
 
     Attributes: ``status`` (HTTP status), ``code`` (stable snake_case string),
-    ``message`` (safe to show: never a secret or a raw upstream body),
-    ``retry_after`` (seconds, or None).
+    ``message`` (for the caller: never a secret, a setting's name, an internal URL or
+    upstream text), ``detail`` (for the log and operators: what exactly went wrong and
+    which setting to check; never sent to a client), ``retry_after`` (seconds, or None).
     """
 
     status: int = 500
@@ -27,9 +28,11 @@ class SessiongateError(Exception):
         code: str | None = None,
         status: int | None = None,
         retry_after: int | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
         if code is not None:
             self.code = code
         if status is not None:
@@ -87,6 +90,13 @@ class Conflict(SessiongateError):
     code = "conflict"
 
 
+class SessionBusy(Conflict):
+    """A turn of this session is still running and did not finish within
+    ``SESSIONGATE_TURN_WAIT`` (409 ``session_busy``, with Retry-After)."""
+
+    code = "session_busy"
+
+
 class RateLimited(SessiongateError):
     """Too many requests; ``retry_after`` says when to come back (429)."""
 
@@ -99,6 +109,14 @@ class ServiceBusy(SessiongateError):
 
     status = 503
     code = "service_busy"
+
+
+class DatabaseUnavailable(ServiceBusy):
+    """The database refused connections, is starting or stopping, or no pooled
+    connection came free in time (503 with Retry-After); ``store.database`` maps the
+    driver's errors to it."""
+
+    code = "database_unavailable"
 
 
 class ConfigurationError(SessiongateError):
@@ -127,8 +145,9 @@ class UpstreamError(SessiongateError):
         retry_after: int | None = None,
         upstream_code: str | int | None = None,
         logid: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, status=status, retry_after=retry_after)
+        super().__init__(message, code=code, status=status, retry_after=retry_after, detail=detail)
         self.upstream_code = upstream_code
         self.logid = logid
 
@@ -160,11 +179,13 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "ContextOverflow",
+    "DatabaseUnavailable",
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
     "ServiceBusy",
+    "SessionBusy",
     "SessiongateError",
     "UpstreamError",
     "UpstreamTimeout",

@@ -1,8 +1,10 @@
-"""Session lifecycle: expiry cleanup (one runner at a time across processes), export,
-erasure, and forgetting a session's cached upstream credentials.
+"""The session service: what the routes do to a session besides a turn — reset, delete
+a conversation, erase, export — under the session's lock (any process), and the
+lifecycle: expiry cleanup (one runner at a time across processes) and forgetting a
+session's cached upstream credentials.
 
-Expiry itself is enforced where a session is loaded (``api.deps.resolve_session``); each
-turn pushes ``expires_at`` forward by the idle TTL (``store.queries.touch_session``).
+Expiry itself is enforced where a session is loaded (``api.deps.resolve_session``); a
+turn pushes ``expires_at`` forward by the idle TTL (``store.turns.open_turn``).
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from .chat import SessionLocks
+from .coordination import SessionCoordination
+from .providers.base import Provider, SessionCredentials
 from .store import ConversationRow, DbSession, MessageRow, SessionRow
 from .store import queries as q
-from .store.models import LeaseRow, new_id, utcnow
+from .store.leases import acquire_lease, release_lease
+from .store.models import new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -37,47 +40,6 @@ class CleanupResult:
     conversations: int = 0
     messages: int = 0
     skipped: bool = False
-
-
-async def acquire_lease(
-    sessionmaker: async_sessionmaker[DbSession],
-    name: str,
-    holder: str,
-    *,
-    seconds: int = _LEASE_SECONDS,
-    now: datetime | None = None,
-) -> bool:
-    """Take lease ``name`` for ``holder`` unless someone else holds a live one.
-
-    Portable (SQLite and PostgreSQL): an INSERT, or an UPDATE conditioned on the old
-    lease having expired (or being ours); exactly one contender's statement succeeds.
-    """
-    now = now or utcnow()
-    until = now + timedelta(seconds=seconds)
-    try:
-        async with sessionmaker() as db, db.begin():
-            db.add(LeaseRow(name=name, holder=holder, expires_at=until))
-        return True
-    except IntegrityError:
-        pass
-    async with sessionmaker() as db, db.begin():
-        result: Any = await db.execute(
-            update(LeaseRow)
-            .where(
-                LeaseRow.name == name,
-                (LeaseRow.expires_at <= now) | (LeaseRow.holder == holder),
-            )
-            .values(holder=holder, expires_at=until)
-        )
-        return bool(result.rowcount == 1)
-
-
-async def release_lease(
-    sessionmaker: async_sessionmaker[DbSession], name: str, holder: str
-) -> None:
-    """Give lease ``name`` back if ``holder`` still holds it."""
-    async with sessionmaker() as db, db.begin():
-        await db.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
 
 
 async def cleanup_expired_sessions(
@@ -146,7 +108,7 @@ def _count(result: Any) -> int:
 
 
 async def cleanup_and_forget(
-    sessionmaker: async_sessionmaker[DbSession], provider: object, *, batch_size: int
+    sessionmaker: async_sessionmaker[DbSession], provider: Provider, *, batch_size: int
 ) -> CleanupResult:
     """``cleanup_expired_sessions`` that also drops the provider's cached tokens of the
     deleted sessions (what the periodic task and the admin API run)."""
@@ -157,36 +119,68 @@ async def cleanup_and_forget(
     )
 
 
-async def erase_session(
-    sessionmaker: async_sessionmaker[DbSession],
-    locks: SessionLocks,
-    provider: object,
-    session_id: str,
-) -> q.SessionCounts | None:
-    """Delete a session with everything under it and forget its cached upstream token.
+async def forget_upstream_credentials(provider: Provider, session_names: Sequence[str]) -> None:
+    """Drop cached upstream tokens (Coze OAuth) of these sessions, if the provider keeps any."""
+    if isinstance(provider, SessionCredentials):
+        for name in session_names:
+            await provider.forget_session(name)
 
-    Waits for a turn in flight in this process (the session's turn lock) so its rows are
-    not written after the delete. Returns what was deleted, or None if no such session.
+
+class SessionService:
+    """Operations on one session that must not overlap its turns, on any process.
+
+    Each takes the session's lock (waiting at most ``wait`` seconds, then
+    ``SessionBusy``, 409), so a turn never writes into a conversation being deleted.
     """
-    async with locks.hold(session_id):
-        async with sessionmaker() as db, db.begin():
-            row = await q.get_session(db, session_id)
-            if row is None:
-                return None
-            session_name = row.session_name
-            counts = await q.count_session_data(db, session_id)
-            await q.delete_session(db, session_id)
-        await forget_upstream_credentials(provider, [session_name])
-    return counts
 
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[DbSession],
+        coordination: SessionCoordination,
+        provider: Provider,
+        *,
+        wait: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._coordination = coordination
+        self._provider = provider
+        self._wait = wait
 
-async def forget_upstream_credentials(provider: object, session_names: Sequence[str]) -> None:
-    """Drop cached upstream tokens (Coze OAuth) of these sessions, if the provider has any."""
-    manager = getattr(provider, "token_manager", None)
-    if manager is None:
-        return
-    for name in session_names:
-        await manager.invalidate(name)
+    async def reset(self, session_id: str) -> ConversationRow:
+        """Delete every conversation of the session and start one empty one."""
+        async with self._coordination.hold(session_id, wait=self._wait):
+            async with self._sessionmaker() as db, db.begin():
+                await q.delete_all_conversations(db, session_id)
+                return await q.create_conversation(db, session_id)
+
+    async def delete_conversation(self, session_id: str, conversation_id: str) -> None:
+        """Delete one conversation and its messages; ``NotFound`` if not the session's."""
+        async with self._coordination.hold(session_id, wait=self._wait):
+            async with self._sessionmaker() as db, db.begin():
+                await q.delete_conversation(db, session_id, conversation_id)
+
+    async def erase(self, session_id: str) -> q.SessionCounts | None:
+        """Delete the session with everything under it and forget its upstream token
+        (fleet-wide when the token cache is shared). None if no such session."""
+        async with self._coordination.hold(session_id, wait=self._wait):
+            async with self._sessionmaker() as db, db.begin():
+                row = await q.get_session(db, session_id)
+                if row is None:
+                    return None
+                session_name = row.session_name
+                counts = await q.count_session_data(db, session_id)
+                await q.delete_session(db, session_id)
+            await forget_upstream_credentials(self._provider, [session_name])
+        return counts
+
+    async def export(self, session: SessionRow) -> dict[str, Any]:
+        """Everything stored for the session (see ``export_session``)."""
+        async with self._sessionmaker() as db:
+            return await export_session(db, session)
+
+    async def cleanup(self, *, batch_size: int) -> CleanupResult:
+        """Delete expired sessions now (see ``cleanup_and_forget``)."""
+        return await cleanup_and_forget(self._sessionmaker, self._provider, batch_size=batch_size)
 
 
 async def export_session(db: DbSession, session: SessionRow) -> dict[str, Any]:
@@ -231,7 +225,7 @@ async def export_session(db: DbSession, session: SessionRow) -> dict[str, Any]:
 
 async def run_cleanup_periodically(
     sessionmaker: async_sessionmaker[DbSession],
-    provider: object,
+    provider: Provider,
     *,
     interval: float,
     batch_size: int,
@@ -248,12 +242,11 @@ async def run_cleanup_periodically(
 __all__ = [
     "CLEANUP_LEASE",
     "CleanupResult",
+    "SessionService",
     "acquire_lease",
     "cleanup_and_forget",
     "cleanup_expired_sessions",
-    "erase_session",
     "export_session",
     "forget_upstream_credentials",
-    "release_lease",
     "run_cleanup_periodically",
 ]

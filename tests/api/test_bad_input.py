@@ -120,3 +120,40 @@ async def test_bad_pagination_is_422(gateway: Gateway, auth: dict[str, str], que
         r = await client.get(f"/api/conversations?{query}", headers=auth)
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "query", ["offset=9223372036854775808", "offset=99999999999999999999999999"]
+)
+async def test_an_offset_past_the_databases_integers_is_400(
+    gateway: Gateway, auth: dict[str, str], query: str
+) -> None:
+    async with gateway.client() as client:
+        r = await client.get(f"/api/conversations?{query}", headers=auth)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "active_after=0001-01-01T00:00:00%2B05:00",
+        "active_before=0001-01-01T00:00:00%2B14:00",
+        "active_before=9999-12-31T23:59:59-05:00",
+    ],
+)
+async def test_admin_date_filters_at_the_ends_of_the_calendar_are_4xx(
+    database_url: str, fake_openai_server: tuple, fake_openai: FakeOpenAI, query: str
+) -> None:
+    from ..conftest import running_gateway
+
+    admin = "admin-token-0123456789abcdef"
+    async with (
+        running_gateway(database_url, fake_openai_server[1], admin_token=admin) as gw,
+        gw.client() as client,
+    ):
+        r = await client.get(
+            f"/api/admin/sessions?{query}", headers={"Authorization": f"Bearer {admin}"}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"

@@ -84,13 +84,33 @@ async def test_stream_cut_mid_reply_becomes_error_frame(
         r = await client.post("/api/chat/stream", json={"message": "a long question here"})
         frames = parse_sse(r.text)
         assert frames[-1]["type"] == "error"
-        assert frames[-1]["code"] in {"upstream_unavailable", "upstream_error"}
+        # The connection broke after the reply had started: a cut stream, not "unreachable".
+        assert frames[-1]["code"] == "upstream_error"
         msgs = (
             await client.get(f"/api/conversations/{frames[-1]['conversation_id']}/messages")
         ).json()
         reply = msgs["messages"][-1]
         assert reply["status"] == "error"
         assert reply["content"] == "Echo: a "  # the two chunks that did arrive are kept
+
+
+async def test_a_malformed_upstream_chunk_ends_the_stream_with_an_error_frame(
+    sqlite_gateway: Gateway, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.behaviour.inject = "data: {not json\n\n"
+    async with sqlite_gateway.client() as client:
+        r = await client.post("/api/chat/stream", json={"message": "a long question here"})
+        frames = parse_sse(r.text)
+        assert frames[-1]["type"] == "error"
+        assert frames[-1]["code"] == "upstream_error"
+        msgs = (
+            await client.get(f"/api/conversations/{frames[-1]['conversation_id']}/messages")
+        ).json()["messages"]
+    assert [(m["role"], m["status"]) for m in msgs] == [
+        ("user", "complete"),
+        ("assistant", "error"),
+    ]
+    assert msgs[-1]["error_code"] == "upstream_error"
 
 
 async def test_failed_reply_is_not_sent_as_context_next_turn(

@@ -81,6 +81,7 @@ async def test_token_endpoint_is_404_without_a_coze_oauth_provider(
     sqlite_url: str, fake_openai_server: tuple, fake_openai: object
 ) -> None:
     async with running_gateway(sqlite_url, fake_openai_server[1]) as gw, gw.client() as c:
+        await c.post("/api/session")
         r = await c.post("/api/coze/token")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "coze_token_unavailable"
@@ -117,7 +118,8 @@ def test_missing_setting_stops_start_naming_it(
         env=env,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("Cannot start: COZE_OAUTH_CLIENT_ID is required")
+    assert result.stderr.startswith("Cannot start: 1 setting needs attention:")
+    assert "  - COZE_OAUTH_CLIENT_ID is required" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -154,3 +156,62 @@ async def test_each_failure_is_a_clear_error_keeps_the_message_and_the_next_turn
     assert users == ["warm up", "this one fails", "and now?"]
     statuses = [m["status"] for m in messages if m["role"] == "assistant"]
     assert statuses == ["complete", "error", "complete"]
+
+
+async def test_tenant_drives_workflow_inputs_through_v1_within_the_allowed_keys(
+    coze_env: FakeCoze, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiongate.store.tenants import create_tenant
+
+    monkeypatch.delenv("COZE_BOT_ID")
+    monkeypatch.setenv("COZE_APP_ID", coze_env.app_id)
+    monkeypatch.setenv("COZE_WORKFLOW_PARAMETERS", '{"USER_INPUT": "{message}"}')
+    monkeypatch.setenv("COZE_WORKFLOW_CLIENT_PARAMETERS", "ORDER_NO")
+    async with running_gateway(
+        f"sqlite+aiosqlite:///{tmp_path}/w.db", None, provider="coze-workflow"
+    ) as gw:
+        async with gw.state.sessionmaker() as db, db.begin():
+            _, key = await create_tenant(db, "shop", allow_system_prompt=True)
+
+        def body(**extra: object) -> dict[str, object]:
+            return {
+                "model": "m",
+                "user": "alice",
+                "messages": [{"role": "user", "content": "where is my parcel?"}],
+                **extra,
+            }
+
+        async with gw.client(headers={"Authorization": f"Bearer {key}"}) as client:
+            ok = await client.post(
+                "/v1/chat/completions", json=body(parameters={"ORDER_NO": "A-77"})
+            )
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["choices"][0]["finish_reason"] == "stop"
+            assert coze_env.chats[-1].parameters == {
+                "USER_INPUT": "where is my parcel?",
+                "ORDER_NO": "A-77",
+            }
+            chats = len(coze_env.chats)
+            refused = await client.post(
+                "/v1/chat/completions", json=body(parameters={"USER_INPUT": "spoof"})
+            )
+            assert refused.status_code == 400
+            error = refused.json()["error"]
+            assert error["code"] == "parameter_not_allowed" and error["param"] == "parameters"
+            wrong_field = await client.post(
+                "/v1/chat/completions", json=body(custom_variables={"a": "b"})
+            )
+            assert wrong_field.json()["error"]["param"] == "custom_variables"
+            system = await client.post(
+                "/v1/chat/completions",
+                json=body(
+                    messages=[
+                        {"role": "system", "content": "be terse"},
+                        {"role": "user", "content": "hi"},
+                    ]
+                ),
+            )
+            # A workflow takes no system prompt: refused, even for a tenant allowed one.
+            assert system.status_code == 400
+            assert system.json()["error"]["code"] == "system_prompt_not_allowed"
+            assert len(coze_env.chats) == chats

@@ -12,10 +12,11 @@ import pytest
 
 from sessiongate.coze.errors import CozeAuthError
 from sessiongate.coze.provider import CozeProvider
-from sessiongate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from sessiongate.errors import BadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from sessiongate.providers.base import (
     ChatMessage,
     ConversationBound,
+    Finish,
     Provider,
     TextDelta,
     TurnRequest,
@@ -23,7 +24,7 @@ from sessiongate.providers.base import (
 )
 
 from ..fakes.coze_server import ChatRecord, FakeCoze
-from .conftest import KeyPair, run_turn
+from .conftest import KeyPair, run_turn, user
 
 MakeProvider = Callable[..., CozeProvider]
 PROVIDERS = ["coze-bot", "coze-workflow"]
@@ -240,7 +241,8 @@ async def test_answer_deltas_become_text_and_completion_gives_usage(
     assert len(deltas) > 1  # streamed, not one block
     # follow_up ("Anything else?") and verbose messages are not reply text.
     assert turn.text == "You said: hello there, Coze"
-    assert turn.events[-1] == turn.usage == Usage(prompt_tokens=12, completion_tokens=len(deltas))
+    assert turn.events[-2] == turn.usage == Usage(prompt_tokens=12, completion_tokens=len(deltas))
+    assert turn.events[-1] == Finish("stop")
     # The body was read to its end (trailing `done` included), not dropped.
     assert await _closed(fake_coze.chats[0]) == "completed"
 
@@ -255,7 +257,7 @@ FAILURES = [
     # bot chat, so the bot provider reports an unreadable reply instead of the code).
     ("chat_failed_bare", 502, "upstream_error", "code 720702204|could not read"),
     ("error_event", 502, "upstream_error", "code 5000"),
-    ("cut_stream", 502, "upstream_error", "cut"),
+    ("cut_stream", 502, "upstream_error", "broke mid-reply"),
     ("end_early", 502, "upstream_error", "ended before the chat completed"),
 ]
 
@@ -458,7 +460,9 @@ async def test_pat_rejected_as_invalid_names_coze_api_token(
     with pytest.raises(CozeAuthError) as caught:
         await run_turn(provider, "sess-a", "hello")
 
-    assert "COZE_API_TOKEN" in caught.value.message
+    # The operator's words (the setting to fix) go to the log, not to the end user.
+    assert "COZE_API_TOKEN" in (caught.value.detail or "")
+    assert "COZE_" not in caught.value.message
     assert len(fake_coze.chats) == 1  # no pointless retry with the same token
 
 
@@ -488,3 +492,104 @@ async def test_tokens_and_private_key_never_reach_logs_or_errors(
     for text in [caplog.text, *messages, repr(provider), repr(provider.token_manager)]:
         assert not any(token in text for token in tokens)
         assert not any(line in text for line in key_lines)
+
+
+# --- inputs: workflow parameters and bot custom_variables --------------------------------
+
+
+async def test_workflow_gets_configured_parameters_filled_in_for_each_turn(
+    make_provider: Callable[..., CozeProvider], fake_coze: FakeCoze
+) -> None:
+    provider = make_provider(
+        "coze-workflow",
+        workflow_parameters={
+            "USER_INPUT": "{message}",
+            "SESSION": "{session_name}",
+            "CUSTOMER": "user={user}",
+            "TIER": 3,
+            "BRACES": "{{literal}}",
+        },
+    )
+    request = TurnRequest(
+        session_name="sn-alice", messages=[user("where is order 77?")], user="alice@acme"
+    )
+    events = [event async for event in provider.stream_reply(request)]
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
+    assert fake_coze.chats[-1].parameters == {
+        "USER_INPUT": "where is order 77?",
+        "SESSION": "sn-alice",
+        "CUSTOMER": "user=alice@acme",
+        "TIER": 3,
+        "BRACES": "{literal}",
+    }
+
+
+async def test_workflow_parameters_are_empty_by_default_and_user_blank_for_anonymous(
+    make_provider: Callable[..., CozeProvider], fake_coze: FakeCoze
+) -> None:
+    plain = make_provider("coze-workflow")
+    await run_turn(plain, "sn-a", "hi")
+    assert fake_coze.chats[-1].parameters == {}
+    templated = make_provider("coze-workflow", workflow_parameters={"WHO": "[{user}]"})
+    await run_turn(templated, "sn-a", "hi")
+    assert fake_coze.chats[-1].parameters == {"WHO": "[]"}
+
+
+async def test_tenant_parameters_are_added_only_for_allowed_keys(
+    make_provider: Callable[..., CozeProvider], fake_coze: FakeCoze
+) -> None:
+    provider = make_provider(
+        "coze-workflow",
+        workflow_parameters={"USER_INPUT": "{message}", "TIER": "basic"},
+        workflow_client_parameters=["ORDER_NO", "TIER"],
+    )
+    assert provider.client_parameters_field == "parameters"
+    checked = provider.check_client_parameters({"ORDER_NO": "A-1", "TIER": "gold"})
+    request = TurnRequest(
+        session_name="sn-b", messages=[user("status?")], client_parameters=checked
+    )
+    async for _ in provider.stream_reply(request):
+        pass
+    assert fake_coze.chats[-1].parameters == {
+        "USER_INPUT": "status?",
+        "ORDER_NO": "A-1",
+        "TIER": "gold",  # the tenant's value wins for a key it may set
+    }
+    with pytest.raises(BadRequest, match="USER_INPUT") as refused:
+        provider.check_client_parameters({"USER_INPUT": "spoofed", "ORDER_NO": "1"})
+    assert refused.value.code == "parameter_not_allowed"
+    with pytest.raises(BadRequest):
+        provider.check_client_parameters(["ORDER_NO"])
+
+
+async def test_bot_gets_custom_variables_configured_and_from_the_tenant(
+    make_provider: Callable[..., CozeProvider], fake_coze: FakeCoze
+) -> None:
+    provider = make_provider(
+        "coze-bot",
+        bot_custom_variables={"customer": "{user}", "channel": "web"},
+        bot_client_variables="tier, region",
+    )
+    assert provider.client_parameters_field == "custom_variables"
+    checked = provider.check_client_parameters({"tier": "gold"})
+    request = TurnRequest(
+        session_name="sn-c", messages=[user("hello")], user="carol", client_parameters=checked
+    )
+    async for _ in provider.stream_reply(request):
+        pass
+    assert fake_coze.chats[-1].custom_variables == {
+        "customer": "carol",
+        "channel": "web",
+        "tier": "gold",
+    }
+    with pytest.raises(BadRequest, match="channel"):
+        provider.check_client_parameters({"channel": "api"})
+    with pytest.raises(BadRequest, match="strings"):
+        provider.check_client_parameters({"tier": 3})
+
+
+async def test_bot_sends_no_custom_variables_when_none_are_configured(
+    make_provider: Callable[..., CozeProvider], fake_coze: FakeCoze
+) -> None:
+    await run_turn(make_provider("coze-bot"), "sn-d", "hi")
+    assert fake_coze.chats[-1].custom_variables is None

@@ -158,3 +158,52 @@ def test_secrets_are_not_in_the_settings_repr(
 
     body_line = key_pair.private_pem.splitlines()[1]
     assert body_line not in repr(settings) and body_line not in str(settings)
+
+
+def test_input_settings_are_read_from_json_or_comma_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COZE_WORKFLOW_PARAMETERS", '{"USER_INPUT": "{message}", "TIER": 2}')
+    monkeypatch.setenv("COZE_WORKFLOW_CLIENT_PARAMETERS", '["ORDER_NO", "TIER"]')
+    monkeypatch.setenv("COZE_BOT_CUSTOM_VARIABLES", '{"customer": "{user}"}')
+    monkeypatch.setenv("COZE_BOT_CLIENT_VARIABLES", "tier, region")
+
+    settings = load_coze_settings(_env_file=None)
+
+    assert settings.workflow_parameters == {"USER_INPUT": "{message}", "TIER": 2}
+    assert settings.workflow_client_parameters == ["ORDER_NO", "TIER"]
+    assert settings.bot_custom_variables == {"customer": "{user}"}
+    assert settings.bot_client_variables == ["tier", "region"]
+
+
+def test_malformed_input_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COZE_WORKFLOW_PARAMETERS", "{USER_INPUT: message}")
+    monkeypatch.setenv("COZE_BOT_CUSTOM_VARIABLES", '{"n": 1}')
+    with pytest.raises(ConfigurationError) as caught:
+        load_coze_settings(_env_file=None)
+    lines = caught.value.message.splitlines()
+    assert any(line.startswith("COZE_WORKFLOW_PARAMETERS is invalid") for line in lines)
+    assert any(line.startswith("COZE_BOT_CUSTOM_VARIABLES is invalid") for line in lines)
+
+
+def test_every_missing_or_bad_setting_is_listed_at_once(make_settings: MakeSettings) -> None:
+    settings = make_settings(
+        oauth_client_id=None,
+        oauth_public_key_id=None,
+        workflow_id=None,
+        app_id=None,
+        bot_id=None,
+        workflow_parameters={"Q": "{question}", "OK": "{message}"},
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        settings.validate_for("coze-workflow")
+    message = caught.value.message
+    for named in (
+        "COZE_OAUTH_CLIENT_ID",
+        "COZE_OAUTH_PUBLIC_KEY_ID",
+        "COZE_WORKFLOW_ID",
+        "COZE_APP_ID",
+        "COZE_WORKFLOW_PARAMETERS",
+    ):
+        assert named in message
+    assert "{question}" in message and len(message.splitlines()) == 5

@@ -12,8 +12,10 @@ It speaks the parts of Coze that sessiongate uses (``COZE_PROTOCOL.md``):
   ``{"code","msg","detail":{"logid"}}`` with ``X-Tt-Logid``; a conversation used with
   another session's token is refused with 4101.
 
-Each chat request is recorded (token's session_name, body session_name/user_id, ...) so
-tests can assert what was sent. Replies come from a per-session_name memory: "my name is
+Each chat request is recorded (token's session_name, body session_name/user_id,
+``parameters``, ``custom_variables``, ...) so tests can assert what was sent; as in
+Coze, ``custom_variables`` maps strings to strings and ``parameters`` is an object
+(4000 otherwise). Replies come from a per-session_name memory: "my name is
 X" / "我叫X" / "my <thing> is <value>" are remembered, "what is my name?" / "我叫什么" /
 "what is my <thing>?" answered from it, so a leak between session_names shows in the
 text. ``switches`` inject failures. All state lives on ``FakeCoze`` (itself the ASGI
@@ -124,6 +126,18 @@ class ChatRecord:
     def additional_messages(self) -> list[dict[str, Any]]:
         return list(self.body.get("additional_messages") or [])
 
+    @property
+    def parameters(self) -> dict[str, Any] | None:
+        """The workflow's (or bot chat's) ``parameters`` as sent; None if absent."""
+        value = self.body.get("parameters")
+        return dict(value) if isinstance(value, dict) else None
+
+    @property
+    def custom_variables(self) -> dict[str, str] | None:
+        """A bot chat's ``custom_variables`` as sent; None if absent."""
+        value = self.body.get("custom_variables")
+        return dict(value) if isinstance(value, dict) else None
+
 
 _NAME_STATEMENTS = (
     re.compile(r"\bmy name is\s+([^\s.,!?]+)", re.I),
@@ -161,6 +175,7 @@ class FakeCoze:
         workflow_id: str = "wf-9",
         app_id: str = "app-3",
         chunk_size: int = 8,
+        reply_words: int = 0,
     ) -> None:
         self.clock = clock
         self.public_keys = public_keys
@@ -169,6 +184,10 @@ class FakeCoze:
         self.workflow_id = workflow_id
         self.app_id = app_id
         self.chunk_size = chunk_size
+        # Benchmark mode (bench/turns.py): every reply is this many words, one delta per
+        # word, whatever was asked (Switches.delta_delay spaces them), and nothing is
+        # learned or kept, so the fake's cost per turn stays constant.
+        self.reply_words = reply_words
         self.port = 0
         self.reset()
 
@@ -391,6 +410,13 @@ class FakeCoze:
         if not body.get("user_id") or body.get("stream") is not True:
             await self._refuse(send, record, 4000, "invalid parameter", logid)
             return
+        variables = body.get("custom_variables")
+        # Coze: custom_variables is map<string, string>; anything else is a bad parameter.
+        if variables is not None and not (
+            isinstance(variables, dict) and all(isinstance(v, str) for v in variables.values())
+        ):
+            await self._refuse(send, record, 4000, "custom_variables must be strings", logid)
+            return
         save = body.get("auto_save_history", True) is not False
         await self._chat(send, receive, record, token, save, logid, done_data="[DONE]")
 
@@ -414,6 +440,9 @@ class FakeCoze:
             return
         if bool(body.get("app_id")) == bool(body.get("bot_id")):
             await self._refuse(send, record, 4000, "exactly one of app_id and bot_id", logid)
+            return
+        if not isinstance(body.get("parameters", {}), dict):
+            await self._refuse(send, record, 4000, "parameters must be an object", logid)
             return
         done = {"debug_url": "https://www.coze.com/work_flow?execute_id=1"}
         await self._chat(send, receive, record, token, True, logid, done_data=done)
@@ -472,7 +501,12 @@ class FakeCoze:
         else:
             conversation = self._new_conversation(token.session_name)
         incoming = [m for m in record.additional_messages if isinstance(m, dict)]
-        reply = self._answer(token.session_name, conversation.messages + incoming)
+        if self.reply_words:
+            reply = " ".join(f"word{i}" for i in range(1, self.reply_words + 1))
+            save = False
+            self.conversations.pop(conversation.id, None)
+        else:
+            reply = self._answer(token.session_name, conversation.messages + incoming)
         if save:
             conversation.messages.extend(incoming)
             conversation.messages.append({"role": "assistant", "type": "answer", "content": reply})
@@ -563,7 +597,12 @@ class FakeCoze:
                 record.outcome = "failed"
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            pieces = [reply[i : i + self.chunk_size] for i in range(0, len(reply), self.chunk_size)]
+            if self.reply_words:
+                pieces = [w + " " for w in reply.split(" ")]
+                pieces[-1] = pieces[-1].rstrip()
+            else:
+                size = self.chunk_size
+                pieces = [reply[i : i + size] for i in range(0, len(reply), size)]
             for index, piece in enumerate(pieces):
                 delay = sw.delta_delay if index else 0.0
                 if not await emit(

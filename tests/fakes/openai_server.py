@@ -4,6 +4,8 @@
 (``data: {chat.completion.chunk}`` ... ``data: [DONE]``) like OpenAI does, and records
 every request (messages and ``user``) so tests can prove what context each session sent.
 Switches: reply function, chunk delay, HTTP failure status, a stream cut mid-reply.
+``max_tokens`` is honoured like OpenAI does: each chunk counts as one token, the reply
+stops after ``max_tokens`` of them with ``finish_reason: "length"``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,49 @@ def echo_reply(messages: list[dict[str, Any]]) -> str:
     return f"Echo: {last}"
 
 
+MARKDOWN_SAMPLE = """## 退货说明 Returns
+
+**Bold** and *italic*, then a list:
+
+- 第一步 step one
+- 第二步 step two
+
+| 项目 item | 费用 cost |
+| --- | --- |
+| 运费 shipping | ¥10 |
+
+```python
+print("你好")
+```
+
+See [the help page](https://help.example.com/returns) or ![logo](/api/ui/avatar).
+
+You said: {last}"""
+
+HOSTILE_SAMPLE = """Hostile reply.
+
+<script>window.__xss = "script"</script>
+<img src=x onerror="window.__xss = 'onerror'">
+[click me](javascript:window.__xss='link')
+[also me](JAVASCRIPT:alert(1))
+<a href="javascript:window.__xss='raw'">raw link</a>
+![tracker](https://evil.example/pixel.png)
+![data](data:image/png;base64,iVBORw0KGgo=)
+<iframe src="https://evil.example/"></iframe>
+End."""
+
+
+def markdown_reply(messages: list[dict[str, Any]]) -> str:
+    """A markdown reply like Coze bots send: heading, list, table, code, link, image."""
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return MARKDOWN_SAMPLE.replace("{last}", last)
+
+
+def hostile_reply(messages: list[dict[str, Any]]) -> str:
+    """A reply that tries every usual way to run script or load foreign content."""
+    return HOSTILE_SAMPLE
+
+
 def split_chunks(text: str, size: int = 4) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
@@ -40,6 +85,8 @@ class Behaviour:
     chunk_delay: float = 0.0
     fail_status: int | None = None
     cut_after_chunks: int | None = None
+    # A raw SSE frame sent after the first piece of the reply (a broken upstream).
+    inject: str | None = None
 
 
 @dataclass
@@ -95,6 +142,12 @@ class FakeOpenAI:
                 headers={"x-request-id": "req_fake_123"},
             )
         text = behaviour.reply(body["messages"])
+        pieces = split_chunks(text, behaviour.chunk_size)
+        finish = "stop"
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, int) and len(pieces) > max_tokens:
+            pieces, finish = pieces[:max_tokens], "length"
+            text = "".join(pieces)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:12]
         created = int(time.time())
         if not body.get("stream"):
@@ -108,7 +161,7 @@ class FakeOpenAI:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
@@ -128,7 +181,7 @@ class FakeOpenAI:
         async def events() -> Any:
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                for i, piece in enumerate(split_chunks(text, behaviour.chunk_size)):
+                for i, piece in enumerate(pieces):
                     if behaviour.cut_after_chunks is not None and i >= behaviour.cut_after_chunks:
                         raise ConnectionAbortedError("cut")
                     if behaviour.chunk_delay:
@@ -136,7 +189,9 @@ class FakeOpenAI:
                     with self._lock:
                         self.chunks_sent += 1
                     yield chunk({"content": piece})
-                yield chunk({}, "stop")
+                    if i == 0 and behaviour.inject is not None:
+                        yield behaviour.inject
+                yield chunk({}, finish)
                 if (body.get("stream_options") or {}).get("include_usage"):
                     usage = {
                         "id": completion_id,

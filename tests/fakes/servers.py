@@ -14,9 +14,10 @@ class ServerThread:
     """A uvicorn server for ``app`` on 127.0.0.1 (a free port); ``url`` once started.
 
     Use as a context manager; start-up and shutdown wait for the server, bounded.
+    ``options`` are more ``uvicorn.Config`` arguments (e.g. ``server_options(settings)``).
     """
 
-    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
+    def __init__(self, app: Any, *, lifespan: str = "on", **options: Any) -> None:
         # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only when it sees it, and
         # without it every second response on a kept-alive connection waits ~40 ms.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -25,7 +26,7 @@ class ServerThread:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, lifespan=lifespan, log_level="warning", timeout_graceful_shutdown=5
+            app, lifespan=lifespan, log_level="warning", timeout_graceful_shutdown=5, **options
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

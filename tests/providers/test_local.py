@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sessiongate.app import create_app
-from sessiongate.providers.base import ChatMessage, TurnRequest
+from sessiongate.providers.base import ChatMessage, Finish, TurnRequest, Usage
 from sessiongate.providers.local import LocalProvider, format_prompt
 
 from ..conftest import make_settings, wait_until
@@ -49,8 +49,22 @@ async def test_reply_streams_token_by_token(local_provider: LocalProvider) -> No
     deltas = [event async for event in local_provider.stream_reply(request)]
     texts = [d.text for d in deltas if hasattr(d, "text")]
     assert len(texts) > 3
-    usage = deltas[-1]
-    assert usage.completion_tokens is not None and usage.completion_tokens >= len(texts)  # type: ignore[union-attr]
+    usage = next(d for d in deltas if isinstance(d, Usage))
+    assert usage.completion_tokens is not None and usage.completion_tokens >= len(texts)
+    # Counting to 100 does not fit in 48 tokens: the limit cut the reply.
+    assert deltas[-1] == Finish("length")
+
+
+async def test_reply_that_stops_at_the_next_speaker_finishes_with_stop(
+    local_provider: LocalProvider,
+) -> None:
+    request = TurnRequest("sg_x", [ChatMessage("user", "Say only the word yes.")])
+    events = [event async for event in local_provider.stream_reply(request)]
+    usage = next(e for e in events if isinstance(e, Usage))
+    finish = events[-1]
+    assert isinstance(finish, Finish)
+    # Whatever the small model says, the reason matches whether it ran out of tokens.
+    assert finish.reason == ("length" if usage.completion_tokens == 48 else "stop")
 
 
 @pytest.fixture
@@ -95,13 +109,19 @@ async def test_real_model_recalls_own_name_never_the_other_sessions(
     assert b_name in answer_b and a_name not in answer_b, answer_b
 
 
-def test_disconnect_stops_local_generation_and_queue_overflow_is_503(
+def test_disconnect_under_cancel_stops_local_generation_and_queue_overflow_is_503(
     sqlite_url: str, local_provider: LocalProvider
 ) -> None:
     # No system prompt and a bare number sequence: a base model continues it for all of
     # max_tokens, so the reply is still being generated when the client leaves. The KV
     # cache is cleared so earlier tests' prompts cannot change the greedy continuation.
-    settings = make_settings(sqlite_url, provider="local", local_max_queue=0, system_prompt="")
+    settings = make_settings(
+        sqlite_url,
+        provider="local",
+        local_max_queue=0,
+        system_prompt="",
+        on_disconnect="cancel",
+    )
     local_provider._llama.reset()
     with ServerThread(create_app(settings, provider=local_provider)) as server:
         asyncio.run(_disconnect_and_overflow(server.url, local_provider))
@@ -112,6 +132,7 @@ async def _disconnect_and_overflow(url: str, provider: LocalProvider) -> None:
         httpx.AsyncClient(base_url=url, timeout=60) as client,
         httpx.AsyncClient(base_url=url, timeout=60) as other,
     ):
+        await client.post("/api/session")
         conv = (await client.post("/api/conversations", json={})).json()["id"]
         body = {"message": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "conversation_id": conv}
         async with client.stream("POST", "/api/chat/stream", json=body) as r:
@@ -134,3 +155,31 @@ async def _disconnect_and_overflow(url: str, provider: LocalProvider) -> None:
         await wait_until(stored, timeout=10)
         # The slot is free again.
         assert (await other.post("/api/chat", json={"message": "hi"})).status_code == 200
+
+
+def _queue_depth() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("sessiongate_provider_queue_depth") or 0.0
+
+
+async def test_queue_depth_counts_a_turn_waiting_behind_the_generating_one(
+    local_provider: LocalProvider,
+) -> None:
+    local_provider._llama.reset()
+    baseline = _queue_depth()
+    first = local_provider.stream_reply(
+        TurnRequest("sg_a", [ChatMessage("user", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")])
+    )
+    second = local_provider.stream_reply(TurnRequest("sg_b", [ChatMessage("user", "Hello")]))
+    try:
+        await first.__anext__()  # generating now
+        assert _queue_depth() == baseline
+        waiting = asyncio.ensure_future(second.__anext__())
+        await wait_until(lambda: _queue_depth() == baseline + 1)
+        await first.aclose()  # the worker moves on to the waiting turn
+        await wait_until(lambda: _queue_depth() == baseline)
+        await waiting
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sessiongate.errors import RateLimited, UpstreamError
-from sessiongate.providers.base import ChatMessage, TextDelta, TurnRequest, Usage
+from sessiongate.providers.base import ChatMessage, Finish, TextDelta, TurnRequest, Usage
 from sessiongate.providers.openai import OpenAIProvider
 
 from ..fakes.openai_server import FakeOpenAI
@@ -30,7 +30,7 @@ async def test_streams_deltas_and_usage_with_session_name_as_user(
     events = [e async for e in p.stream_reply(TurnRequest("sg_abc", [ChatMessage("user", "你好")]))]
     await p.aclose()
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Echo: 你好"
-    assert events[-1] == Usage(10, 5)
+    assert events[-2:] == [Usage(10, 5), Finish("stop")]
     assert fake_openai.requests[-1].user == "sg_abc"
     assert fake_openai.requests[-1].stream is True
 
@@ -67,3 +67,40 @@ async def test_http_errors_become_sessiongate_errors(
         assert exc.value.status == 429 and exc.value.retry_after is not None
     else:
         assert exc.value.logid == "req_fake_123"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "data: {not json\n\n",
+        'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, '
+        '"model": "fake-model", "choices": null}\n\n',
+    ],
+)
+async def test_a_malformed_chunk_mid_reply_is_an_upstream_error(
+    fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI, frame: str
+) -> None:
+    fake_openai.behaviour.inject = frame
+    p = provider(fake_openai_server[1])
+    received: list[str] = []
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            async for event in p.stream_reply(TurnRequest("sg_abc", [ChatMessage("user", "hi")])):
+                if isinstance(event, TextDelta):
+                    received.append(event.text)
+    finally:
+        await p.aclose()
+    assert received  # the reply had started
+    assert caught.value.code == "upstream_error"
+    assert "could not read" in caught.value.message
+
+
+async def test_reply_cut_by_max_tokens_finishes_with_length(
+    fake_openai_server: tuple[FakeOpenAI, str], fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.behaviour.reply = lambda _: "x" * 400  # 100 chunks, more than max_tokens=64
+    p = provider(fake_openai_server[1])
+    events = [e async for e in p.stream_reply(TurnRequest("sg_a", [ChatMessage("user", "go")]))]
+    await p.aclose()
+    assert events[-1] == Finish("length")
+    assert len("".join(e.text for e in events if isinstance(e, TextDelta))) == 64 * 4

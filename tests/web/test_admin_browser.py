@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -211,5 +212,224 @@ async def test_admin_dashboard_fits_a_phone(
     await expect(page.locator("#session-detail")).to_be_in_viewport()
     box = await page.locator("#session-detail").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    assert errors == []
+    await context.close()
+
+
+async def _rated_replies(live: AdminLive, ratings: list[str]) -> str:
+    """One anonymous session with one reply per rating, each rated; returns its session id."""
+    async with live.client() as client:
+        conversation_id = None
+        for i, rating in enumerate(ratings):
+            body: dict[str, object] = {"message": f"问题 {i}"}
+            if conversation_id:
+                body["conversation_id"] = conversation_id
+            else:
+                body["new_conversation"] = True
+            turn = (await client.post("/api/chat", json=body)).json()
+            conversation_id = turn["conversation_id"]
+            r = await client.post(
+                f"/api/conversations/{conversation_id}/messages/{turn['message_id']}/feedback",
+                json={"rating": rating},
+            )
+            assert r.status_code == 200, r.text
+        info = await client.get("/api/session/info")
+        return str(info.json()["session_id"])
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+async def test_admin_dashboard_in_chinese_counts_feedback_and_filters_bad_answers(
+    chromium_browser: Browser, admin_live: AdminLive, viewport: str
+) -> None:
+    from .conftest import screenshot
+
+    session_id = await _rated_replies(admin_live, ["down", "up", "down"])
+    context = await chromium_browser.new_context(
+        viewport=DESKTOP if viewport == "desktop" else PHONE, locale="zh-CN"
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    await page.goto(admin_live.url + "/admin")
+    await page.wait_for_selector("body[data-ready='true']")
+    assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+    await expect(page.locator("#sign-in")).to_have_text("登录")
+    await _sign_in(page, ADMIN_TOKEN)
+    await expect(page.locator("#dashboard")).to_be_visible()
+    await expect(page.locator("#stats-feedback-down")).to_have_text("2")
+    await expect(page.locator("#stats-feedback")).to_contain_text("1 有帮助")
+    # Admins see the provider and version; the chat page never shows them.
+    await expect(page.locator("#service-info")).to_contain_text("openai")
+
+    rows = page.locator("#feedback-body tr.feedback-row")
+    await expect(rows).to_have_count(2)  # "not helpful" is the default filter
+    await expect(page.locator("#feedback-body")).to_contain_text("没帮助")
+    await page.locator("#feedback-rating").select_option("up")
+    await expect(rows).to_have_count(1)
+    await page.locator("#feedback-rating").select_option("")
+    await expect(rows).to_have_count(3)
+    await screenshot(page, f"admin-zh-CN-{viewport}")
+
+    await rows.first.click()
+    await expect(page.locator("#session-detail")).to_have_attribute("data-id", session_id)
+    await expect(page.locator("#detail-meta")).to_contain_text("会话 ID")
+
+    await page.locator("#language-select").select_option("en")
+    await expect(page.locator("#sign-out")).to_have_text("Sign out")
+    await expect(page.locator("#stats-feedback")).to_contain_text("1 helpful")
+    await context.close()
+
+
+class _TenantsApi:
+    """The admin tenants API as CONTRACTS.md (11) specifies it, answered in the browser
+    (page.route), so the panel is tested against the contract's shapes."""
+
+    def __init__(self) -> None:
+        self.tenants: list[dict[str, object]] = []
+        self.calls: list[tuple[str, str, object]] = []
+
+    def _tenant(self, name: str, allow: bool) -> dict[str, object]:
+        return {
+            "id": f"id-{name}",
+            "name": name,
+            "key_prefix": "sgk_" + name[:4],
+            "created_at": "2026-11-21T10:00:00Z",
+            "revoked_at": None,
+            "allow_system_prompt": allow,
+            "sessions": 2,
+        }
+
+    async def handle(self, route: Any) -> None:
+        import json as _json
+
+        request = route.request
+        path = request.url.split("/api/admin/tenants", 1)[1]
+        body = _json.loads(request.post_data) if request.post_data else None
+        self.calls.append((request.method, path, body))
+        assert request.headers["authorization"] == f"Bearer {ADMIN_TOKEN}"
+        if request.method == "GET" and path == "":
+            await route.fulfill(json={"tenants": self.tenants})
+            return
+        if request.method == "POST" and path == "":
+            if any(t["name"] == body["name"] for t in self.tenants):
+                error = {"code": "tenant_exists", "message": "exists"}
+                await route.fulfill(status=409, json={"error": error})
+                return
+            tenant = self._tenant(body["name"], body["allow_system_prompt"])
+            self.tenants.append(tenant)
+            await route.fulfill(status=201, json={"tenant": tenant, "api_key": "sgk_new_secret_1"})
+            return
+        name, action = path.strip("/").split("/")
+        tenant = next(t for t in self.tenants if t["name"] == name)
+        if action == "rotate":
+            await route.fulfill(
+                json={
+                    "tenant": tenant,
+                    "api_key": "sgk_rotated_secret_2",
+                    "previous_key_expires_at": "2026-11-21T11:00:00Z"
+                    if body["grace_seconds"]
+                    else None,
+                }
+            )
+        else:
+            tenant["revoked_at"] = "2026-11-21T12:00:00Z"
+            await route.fulfill(json={"tenant": tenant})
+
+
+async def test_tenants_panel_creates_shows_the_key_once_rotates_and_revokes(
+    chromium_browser: Browser, admin_live: AdminLive
+) -> None:
+    from .conftest import screenshot
+
+    fake = _TenantsApi()
+    context = await chromium_browser.new_context(viewport=DESKTOP, locale="zh-CN")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    await page.route("**/api/admin/tenants**", fake.handle)
+    await page.goto(admin_live.url + "/admin")
+    await page.wait_for_selector("body[data-ready='true']")
+    await _sign_in(page, ADMIN_TOKEN)
+    card = page.locator("#tenants-card")
+    await expect(card).to_be_visible()
+    await expect(page.locator("#tenants-empty")).to_be_visible()
+
+    await page.locator("#tenant-name").fill("shop-cn")
+    await page.locator("#tenant-system-prompt").check()
+    await page.locator("#tenant-create").click()
+    await expect(page.locator("#tenant-key")).to_have_text("sgk_new_secret_1")
+    assert ("POST", "", {"name": "shop-cn", "allow_system_prompt": True}) in fake.calls
+    row = page.locator('#tenants-body tr[data-name="shop-cn"]')
+    await expect(row).to_contain_text("有效")
+    await expect(row).to_contain_text("是")
+    await card.scroll_into_view_if_needed()
+    await screenshot(page, "admin-tenants-zh-CN")
+
+    # The same name again: the contract's 409, shown in the page's language.
+    await page.locator("#tenant-name").fill("shop-cn")
+    await page.locator("#tenant-create").click()
+    await expect(page.locator("#error-banner")).to_contain_text("同名租户已存在")
+
+    page.once("dialog", lambda dialog: dialog.accept("3600"))
+    await row.locator(".rotate-tenant").click()
+    await expect(page.locator("#tenant-key")).to_have_text("sgk_rotated_secret_2")
+    await expect(page.locator("#tenant-key-grace")).to_be_visible()
+    assert ("POST", "/shop-cn/rotate", {"grace_seconds": 3600}) in fake.calls
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.locator(".revoke-tenant").click()
+    await expect(row).to_contain_text("已吊销")
+    await expect(page.locator("#tenant-key-box")).to_be_hidden()
+    await expect(row.locator(".revoke-tenant")).to_have_count(0)
+
+    # The session count filters the sessions table by the tenant.
+    await row.locator(".session-open").click()
+    await expect(page.locator("#filter-tenant")).to_have_value("id-shop-cn")
+    await page.locator("#sign-out").click()
+    assert await page.locator("#tenant-key").text_content() == ""
+    await context.close()
+
+
+async def test_tenants_panel_is_hidden_without_the_tenants_api(
+    chromium_browser: Browser, admin_live: AdminLive
+) -> None:
+    context = await chromium_browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    not_found = {"error": {"code": "not_found", "message": "Not Found"}}
+    await page.route(
+        "**/api/admin/tenants**", lambda route: route.fulfill(status=404, json=not_found)
+    )
+    await page.goto(admin_live.url + "/admin")
+    await page.wait_for_selector("body[data-ready='true']")
+    await _sign_in(page, ADMIN_TOKEN)
+    await expect(page.locator("#dashboard")).to_be_visible()
+    await expect(page.locator("#sessions-table tbody")).to_be_attached()
+    await expect(page.locator("#tenants-card")).to_be_hidden()
+    await expect(page.locator("#error-banner")).to_be_hidden()
+    await context.close()
+
+
+async def test_tenants_panel_on_the_real_tenants_api(
+    chromium_browser: Browser, admin_live: AdminLive
+) -> None:
+    context, page, errors = await _open_admin(chromium_browser, admin_live.url, DESKTOP)
+    await _sign_in(page, ADMIN_TOKEN)
+    await expect(page.locator("#tenants-card")).to_be_visible()
+    await page.locator("#tenant-name").fill("real-shop")
+    await page.locator("#tenant-create").click()
+    await expect(page.locator("#tenant-key")).to_contain_text("sgk_")
+    api_key = await page.locator("#tenant-key").text_content()
+    row = page.locator('#tenants-body tr[data-name="real-shop"]')
+    await expect(row).to_contain_text("Active")
+
+    # The key shown works, until the tenant is revoked in the panel.
+    async with admin_live.client() as client:
+        headers = {"Authorization": f"Bearer {api_key}"}
+        r = await client.post("/api/chat", json={"message": "hi", "user": "u1"}, headers=headers)
+        assert r.status_code == 200, r.text
+        page.once("dialog", lambda dialog: dialog.accept())
+        await row.locator(".revoke-tenant").click()
+        await expect(row).to_contain_text("Revoked")
+        r = await client.post("/api/chat", json={"message": "hi", "user": "u1"}, headers=headers)
+        assert r.status_code == 401
     assert errors == []
     await context.close()

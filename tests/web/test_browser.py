@@ -7,73 +7,32 @@ is a fake OpenAI-compatible upstream that streams back `Echo: <last user message
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
+
+from .conftest import PHONE, expire_sessions, new_context, open_chat, screenshot, send
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 740}
-TIMEOUT_MS = 15_000
-
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture
-async def chromium_browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-async def _new_context(browser: Browser, viewport: dict[str, int] = DESKTOP) -> BrowserContext:
-    context = await browser.new_context(viewport=viewport, locale="zh-CN")
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
-
-
-async def _open_chat(context: BrowserContext, url: str, errors: list[str] | None = None) -> Page:
-    """Opens the chat page and waits until it has loaded its state from the server."""
-    page = await context.new_page()
-    if errors is not None:
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url + "/")
-    await page.wait_for_selector("body[data-ready='true']")
-    return page
-
-
-async def _send(page: Page, text: str) -> None:
-    """Types `text` and presses Enter; waits for the streamed reply to complete."""
-    before = await page.locator("#messages .message-assistant").count()
-    await page.locator("#message-input").fill(text)
-    await page.locator("#message-input").press("Enter")
-    reply = page.locator("#messages .message-assistant").nth(before)
-    await expect(reply).to_have_attribute("data-status", "complete")
-    await expect(reply).to_contain_text(f"Echo: {text}")
 
 
 async def test_streamed_reply_in_chinese_and_english_appears_and_lists_conversation(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
-    context = await _new_context(chromium_browser)
+    context = await new_context(chromium_browser)
     errors: list[str] = []
-    page = await _open_chat(context, live_gateway.url, errors)
+    page = await open_chat(context, live_gateway.url, errors)
 
-    await _send(page, "你好，我叫张三")
-    await _send(page, "Hello, my name is Zhang San")
+    await send(page, "你好，我叫张三")
+    await send(page, "Hello, my name is Zhang San")
 
     users = page.locator("#messages .message-user")
     await expect(users).to_have_count(2)
-    await expect(users.nth(0)).to_have_text("你好，我叫张三")
-    await expect(users.nth(1)).to_have_text("Hello, my name is Zhang San")
+    await expect(users.nth(0).locator(".message-content")).to_have_text("你好，我叫张三")
+    await expect(users.nth(1).locator(".message-content")).to_have_text(
+        "Hello, my name is Zhang San"
+    )
     assistants = page.locator("#messages .message-assistant")
     await expect(assistants).to_have_count(2)
     for i in range(2):
@@ -96,20 +55,20 @@ async def test_second_browser_sees_none_of_the_first_browsers_conversations(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
     secret = "我的密码是 swordfish-4471"
-    context_a = await _new_context(chromium_browser)
-    page_a = await _open_chat(context_a, live_gateway.url)
-    await _send(page_a, secret)
+    context_a = await new_context(chromium_browser)
+    page_a = await open_chat(context_a, live_gateway.url)
+    await send(page_a, secret)
     await expect(page_a.locator("#conversation-list .conversation-item")).to_have_count(1)
 
-    context_b = await _new_context(chromium_browser)
-    page_b = await _open_chat(context_b, live_gateway.url)
+    context_b = await new_context(chromium_browser)
+    page_b = await open_chat(context_b, live_gateway.url)
     await expect(page_b.locator("#conversation-list .conversation-item")).to_have_count(0)
     await expect(page_b.locator("#messages .message")).to_have_count(0)
     assert "swordfish-4471" not in await page_b.content()
     assert "swordfish-4471" not in await page_b.locator("body").inner_text()
 
     # B chats too; neither browser then sees the other's text.
-    await _send(page_b, "I am the second user")
+    await send(page_b, "I am the second user")
     await page_a.reload()
     await page_a.wait_for_selector("body[data-ready='true']")
     await expect(page_a.locator("#messages")).to_contain_text("swordfish-4471")
@@ -122,8 +81,8 @@ async def test_second_browser_sees_none_of_the_first_browsers_conversations(
 
 
 async def test_phone_width_page_is_usable(chromium_browser: Browser, live_gateway: Any) -> None:
-    context = await _new_context(chromium_browser, PHONE)
-    page = await _open_chat(context, live_gateway.url)
+    context = await new_context(chromium_browser, PHONE)
+    page = await open_chat(context, live_gateway.url)
 
     await expect(page.locator("#message-input")).to_be_visible()
     await expect(page.locator("#send-button")).to_be_visible()
@@ -156,10 +115,10 @@ async def test_phone_width_page_is_usable(chromium_browser: Browser, live_gatewa
 async def test_model_text_is_rendered_as_text_not_markup(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
-    context = await _new_context(chromium_browser)
-    page = await _open_chat(context, live_gateway.url)
+    context = await new_context(chromium_browser)
+    page = await open_chat(context, live_gateway.url)
     payload = '<img src=x onerror="window.__xss=1"><b>bold</b>'
-    await _send(page, payload)
+    await send(page, payload)
     await expect(page.locator("#messages .message-user .message-content")).to_have_text(payload)
     assert await page.locator("#messages img, #messages b").count() == 0
     assert await page.evaluate("window.__xss === undefined")
@@ -169,8 +128,8 @@ async def test_model_text_is_rendered_as_text_not_markup(
 async def test_enter_during_ime_composition_does_not_send_and_shift_enter_adds_newline(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
-    context = await _new_context(chromium_browser)
-    page = await _open_chat(context, live_gateway.url)
+    context = await new_context(chromium_browser)
+    page = await open_chat(context, live_gateway.url)
     box = page.locator("#message-input")
     await box.fill("ni hao")
     # The Enter that confirms an IME candidate arrives with isComposing=true.
@@ -183,90 +142,76 @@ async def test_enter_during_ime_composition_does_not_send_and_shift_enter_adds_n
     await box.press("Enter")
     reply = page.locator("#messages .message-assistant")
     await expect(reply).to_have_attribute("data-status", "complete")
-    await expect(page.locator("#messages .message-user")).to_have_text("ni hao\n第二行")
+    await expect(page.locator("#messages .message-user .message-content")).to_have_text(
+        "ni hao\n第二行"
+    )
     await context.close()
 
 
-async def test_new_conversation_and_reset_session(
+async def test_refused_send_keeps_the_text_and_says_why_in_the_page_language(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
-    context = await _new_context(chromium_browser)
-    page = await _open_chat(context, live_gateway.url)
-    items = page.locator("#conversation-list .conversation-item")
-
-    await _send(page, "first conversation")
-    await page.locator("#new-conversation").click()
-    await expect(items).to_have_count(2)
-    await expect(page.locator("#messages .message")).to_have_count(0)
-    await _send(page, "second conversation")
-    await expect(page.locator("#messages .message")).to_have_count(2)
-
-    # Clicking the other conversation loads its messages.
-    other = page.locator("#conversation-list .conversation-item:not(.active) .conversation-open")
-    await other.click()
-    await expect(page.locator("#messages")).to_contain_text("Echo: first conversation")
-    await expect(page.locator("#messages")).not_to_contain_text("second conversation")
-
-    page.once("dialog", lambda dialog: dialog.accept())
-    await page.locator("#reset-session").click()
-    await expect(items).to_have_count(1)
-    await expect(page.locator("#messages .message")).to_have_count(0)
-    await expect(page.locator("#conversation-list")).not_to_contain_text("first conversation")
-    await expect(page.locator("#conversation-list")).not_to_contain_text("second conversation")
-    await context.close()
-
-
-async def test_refused_turn_shows_dismissible_error_with_retry_wait(
-    chromium_browser: Browser, live_gateway: Any
-) -> None:
-    context = await _new_context(chromium_browser)
-    page = await _open_chat(context, live_gateway.url)
     body = {"error": {"code": "rate_limited", "message": "Too many requests."}}
-    await page.route(
-        "**/api/chat/stream",
-        lambda route: route.fulfill(
-            status=429,
-            headers={"Retry-After": "30", "Content-Type": "application/json"},
-            body=json.dumps(body),
-        ),
-    )
-    await page.locator("#message-input").fill("hello")
-    await page.locator("#send-button").click()
+    cases = (("zh-CN", "您发送消息太频繁了", "30 秒"), ("en", "too quickly", "30 seconds"))
+    for locale, said, wait in cases:
+        context = await new_context(chromium_browser, locale=locale)
+        page = await open_chat(context, live_gateway.url)
+        await page.route(
+            "**/api/chat/stream",
+            lambda route: route.fulfill(
+                status=429,
+                headers={"Retry-After": "30", "Content-Type": "application/json"},
+                body=json.dumps(body),
+            ),
+        )
+        await page.locator("#message-input").fill("请保留这段文字")
+        await page.locator("#send-button").click()
 
-    banner = page.locator("#error-banner")
-    await expect(banner).to_be_visible()
-    await expect(banner).to_contain_text("Too many requests.")
-    await expect(banner).to_contain_text("30 seconds")
-    await expect(page.locator("#messages .message-assistant")).to_have_attribute(
-        "data-status", "error"
-    )
-    await page.locator("#error-dismiss").click()
-    await expect(banner).to_be_hidden()
-    await context.close()
+        banner = page.locator("#error-banner")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text(said)
+        await expect(banner).to_contain_text(wait)
+        # Nothing was stored: no bubbles, and the text is back in the composer.
+        await expect(page.locator("#messages .message")).to_have_count(0)
+        await expect(page.locator("#message-input")).to_have_value("请保留这段文字")
+        await expect(page.locator("#send-button")).to_be_enabled()
+        await screenshot(page, f"refused-{locale}")
+
+        # Retry sends it once the gateway accepts again.
+        await page.unroute("**/api/chat/stream")
+        await page.locator("#error-action").click()
+        reply = page.locator("#messages .message-assistant").last
+        await expect(reply).to_have_attribute("data-status", "complete")
+        await expect(reply).to_contain_text("Echo: 请保留这段文字")
+        await expect(banner).to_be_hidden()
+        await expect(page.locator("#message-input")).to_have_value("")
+        await context.close()
 
 
-async def test_expired_session_offers_a_new_session(
+async def test_expired_session_says_so_keeps_the_text_and_sends_it_in_a_new_session(
     chromium_browser: Browser, live_gateway: Any
 ) -> None:
-    context = await _new_context(chromium_browser)
-    page = await _open_chat(context, live_gateway.url)
-    body = {"error": {"code": "session_expired", "message": "Session expired."}}
-    await page.route(
-        "**/api/chat/stream",
-        lambda route: route.fulfill(
-            status=401, content_type="application/json", body=json.dumps(body)
-        ),
-    )
-    await page.locator("#message-input").fill("hello")
-    await page.locator("#message-input").press("Enter")
-    banner = page.locator("#error-banner")
-    await expect(banner).to_contain_text("Your session has expired")
+    for locale, said in (("zh-CN", "您的会话已过期"), ("en", "Your session expired")):
+        context = await new_context(chromium_browser, locale=locale)
+        page = await open_chat(context, live_gateway.url)
+        await send(page, "before expiry")
+        # The session expires on the server; the browser still holds its cookie.
+        await expire_sessions(live_gateway)
 
-    await page.unroute("**/api/chat/stream")
-    async with page.expect_response("**/api/session") as created:
-        await page.locator("#error-action").click()
-    assert (await created.value).status == 201
-    await expect(banner).to_be_hidden()
-    await expect(page.locator("#messages .message")).to_have_count(0)
-    await _send(page, "back again")
-    await context.close()
+        await page.locator("#message-input").fill("after expiry")
+        await page.locator("#message-input").press("Enter")
+        banner = page.locator("#error-banner")
+        await expect(banner).to_contain_text(said)
+        await expect(page.locator("#message-input")).to_have_value("after expiry")
+        await screenshot(page, f"expired-{locale}")
+
+        async with page.expect_response("**/api/session") as created:
+            await page.locator("#error-action").click()
+        assert (await created.value).status == 201
+        reply = page.locator("#messages .message-assistant").last
+        await expect(reply).to_contain_text("Echo: after expiry")
+        await expect(reply).to_have_attribute("data-status", "complete")
+        await expect(banner).to_be_hidden()
+        # The new session holds only the new message.
+        await expect(page.locator("#messages")).not_to_contain_text("before expiry")
+        await context.close()

@@ -1,4 +1,5 @@
-"""``POST /api/chat`` (one JSON reply) and ``POST /api/chat/stream`` (Server-Sent Events)."""
+"""``POST /api/chat`` (one JSON reply) and ``POST /api/chat/stream`` (Server-Sent Events),
+and the SSE relay every streamed reply goes through."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..chat import ChatService, ReplyDelta, Turn, TurnDone, TurnEvent, TurnFailed
+from ..chat import TurnInput
 from ..errors import UpstreamError
+from ..replies import Frame, LiveReply
 from ..store import SessionRow
 from .deps import CallerDep, JsonBody, StateDep, pick_named_user, resolve_session
 from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
@@ -22,7 +24,8 @@ from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
 router = APIRouter(prefix="/api", tags=["chat"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 413, 415, 422, 502, 503, 504)
+    code: {"model": ErrorEnvelope}
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 }
 
 
@@ -37,27 +40,45 @@ async def chat_session(
 ChatSession = Annotated[SessionRow, Depends(chat_session)]
 
 
+def turn_input(body: ChatRequest, session: SessionRow) -> TurnInput:
+    """The turn a chat request asks for."""
+    return TurnInput(
+        message=body.message,
+        conversation_id=body.conversation_id,
+        new_conversation=body.new_conversation,
+        regenerate=body.regenerate,
+        edit_last=body.edit_last,
+        user=session.external_user if session.kind == "tenant" else None,
+    )
+
+
+async def wait_for_reply(live: LiveReply) -> LiveReply:
+    """Follow ``live`` to its end; raises its error if it failed."""
+    async for _ in live.follow():
+        pass
+    if live.error is not None:
+        raise live.error
+    return live
+
+
 @router.post("/chat", response_model=ChatResponse, dependencies=[JsonBody], responses=_ERRORS)
 async def chat(body: ChatRequest, session: ChatSession, state: StateDep) -> ChatResponse:
     """Send one message and wait for the whole reply.
 
     Without `conversation_id` the session's most recent conversation continues (a new
-    one is created if there is none). The user's message is stored before the model
-    is asked; if the model fails, the failed reply is stored with status `error` and
-    the error is returned (502/504, or 429 when the upstream rate-limits).
+    one is created if there is none, or always with `new_conversation`). The user's
+    message is stored before the model is asked; if the model fails, the failed reply
+    is stored with status `error` and the error is returned (502/504, or 429 when the
+    upstream rate-limits). 409 `session_busy` when another turn of this session runs
+    longer than `SESSIONGATE_TURN_WAIT`.
     """
-    turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
-    async with contextlib.aclosing(state.chat.stream_turn(turn)) as events:
-        async for event in events:
-            if isinstance(event, TurnDone):
-                return ChatResponse(
-                    message=event.text,
-                    conversation_id=event.conversation_id,
-                    message_id=event.message_id,
-                )
-            if isinstance(event, TurnFailed):
-                raise event.error
-    raise UpstreamError("The turn ended without a reply.")  # pragma: no cover
+    live = await wait_for_reply(await state.chat.start_turn(session, turn_input(body, session)))
+    return ChatResponse(
+        message=live.text,
+        conversation_id=live.conversation_id,
+        message_id=live.message_id,
+        finish_reason=live.finish_reason or "stop",
+    )
 
 
 @router.post(
@@ -70,18 +91,23 @@ async def chat_stream(
 ) -> StreamingResponse:
     """Send one message and receive the reply as Server-Sent Events.
 
-    Frames are `data: {json}` lines: `{"type":"message","content":<text delta>}` as the
-    reply grows, then `{"type":"done","content":"","conversation_id","message_id"}`.
-    A failure after the stream started is `{"type":"error","code","message",...}`, then
-    the stream ends. Lines starting with `:` are keep-alives. Closing the connection
-    stops generation; the partial reply is kept with status `incomplete`. Everything
-    that can be refused (bad input, unknown conversation, busy model) is refused with a
-    JSON error before the stream starts.
+    Frames are `data: {json}` lines: `{"type":"start","conversation_id","message_id"}`,
+    then `{"type":"message","content":<text delta>}` as the reply grows, then
+    `{"type":"done","content":"","conversation_id","message_id","finish_reason"}`. A
+    failure after the stream started is `{"type":"error","code","message",...}`, then
+    the stream ends. Lines starting with `:` are keep-alives. The reply does not depend
+    on this connection: closing it leaves the reply running (reattach with
+    `GET /api/conversations/{id}/reply`, stop it with `POST .../stop`), unless the
+    gateway runs with `SESSIONGATE_ON_DISCONNECT=cancel`, where closing it stops the
+    reply and keeps it `incomplete`. Everything that can be refused (bad input, unknown
+    conversation, busy session or model, rate limits) is refused with a JSON error
+    before the stream starts.
     """
-    turn = await state.chat.begin_turn(session, body.message, body.conversation_id)
+    live = await state.chat.start_turn(session, turn_input(body, session))
+    cancel = state.settings.on_disconnect == "cancel"
     return EventStreamResponse(
-        sse_frames(state.chat, turn, keepalive=state.settings.keepalive_interval),
-        on_close=turn.release,
+        sse_frames(live.follow(), keepalive=state.settings.keepalive_interval),
+        on_close=(lambda: live.request_stop("disconnect")) if cancel else None,
     )
 
 
@@ -90,66 +116,36 @@ def sse_frame(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def _frame_of(event: TurnEvent) -> str:
-    if isinstance(event, ReplyDelta):
-        return sse_frame({"type": "message", "content": event.text})
-    if isinstance(event, TurnDone):
-        return sse_frame(
-            {
-                "type": "done",
-                "content": "",
-                "conversation_id": event.conversation_id,
-                "message_id": event.message_id,
-            }
-        )
-    return sse_frame(
-        {
-            "type": "error",
-            "code": event.error.code,
-            "message": event.error.message,
-            "conversation_id": event.conversation_id,
-            "message_id": event.message_id,
-        }
-    )
+async def with_keepalives(
+    frames: AsyncIterator[Frame], *, keepalive: float
+) -> AsyncGenerator[Frame | None, None]:
+    """``frames``, with None after every ``keepalive`` seconds of silence.
 
-
-async def turn_events(
-    chat: ChatService, turn: Turn, *, keepalive: float
-) -> AsyncGenerator[TurnEvent | None, None]:
-    """Run ``turn`` in its own task and relay its events; None after ``keepalive`` seconds
-    of silence (time for a keep-alive).
-
-    The turn runs in one task from start to end (provider streams stay in one task);
-    this generator only waits on a queue. If the consumer leaves (client disconnect),
-    the turn task is cancelled and awaited: generation stops and the partial reply is
-    stored before this generator finishes.
+    The frames are read by a task of their own (a follower must not be cancelled in the
+    middle of an await); it is cancelled and awaited when the consumer leaves.
     """
-    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue(maxsize=256)  # None: finished
+    queue: asyncio.Queue[Frame | None] = asyncio.Queue()  # None: finished
 
-    async def produce() -> None:
+    async def pump() -> None:
         try:
-            async with contextlib.aclosing(chat.stream_turn(turn)) as events:
-                async for event in events:
-                    await queue.put(event)
+            async for frame in frames:
+                await queue.put(frame)
         finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            queue.put_nowait(None)
 
-    task = asyncio.create_task(produce(), name=f"turn-{turn.session.id}")
+    task = asyncio.create_task(pump())
     try:
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    event = await queue.get()
+                    frame = await queue.get()
             except TimeoutError:
                 yield None
                 continue
-            if event is None:
+            if frame is None:
                 break
-            yield event
-            if not isinstance(event, ReplyDelta):
-                break
-        await task
+            yield frame
+        await task  # re-raise a follower's failure
     finally:
         with anyio.CancelScope(shield=True):
             if not task.done():
@@ -157,19 +153,27 @@ async def turn_events(
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def sse_frames(chat: ChatService, turn: Turn, *, keepalive: float) -> AsyncIterator[str]:
-    """The turn as ``/api/chat/stream`` SSE frames, with keep-alive comments."""
+async def sse_frames(frames: AsyncIterator[Frame], *, keepalive: float) -> AsyncIterator[str]:
+    """A reply's frames as SSE text, with keep-alive comments. A follower that fails
+    mid-stream ends the stream with an ``error`` frame, never a silent cut."""
     yield ": stream open\n\n"
-    events = turn_events(chat, turn, keepalive=keepalive)
-    async with contextlib.aclosing(events):
-        async for event in events:
-            yield ": keep-alive\n\n" if event is None else _frame_of(event)
+    relay = with_keepalives(frames, keepalive=keepalive)
+    async with contextlib.aclosing(relay):
+        try:
+            async for frame in relay:
+                yield ": keep-alive\n\n" if frame is None else sse_frame(frame)
+        except Exception:
+            error = UpstreamError("The reply could not be relayed; reload to see it.")
+            yield sse_frame({"type": "error", "code": "relay_failed", "message": error.message})
 
 
 class EventStreamResponse(StreamingResponse):
-    """A ``text/event-stream`` response that always closes its iterator and runs ``on_close``."""
+    """A ``text/event-stream`` response that always closes its iterator and then runs
+    ``on_close`` (if given) when the stream ended or the client left."""
 
-    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None]) -> None:
+    def __init__(
+        self, content: AsyncIterator[str], *, on_close: Callable[[], object] | None = None
+    ) -> None:
         super().__init__(
             content,
             media_type="text/event-stream",
@@ -186,7 +190,16 @@ class EventStreamResponse(StreamingResponse):
                 aclose = getattr(self._iterator, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                self._on_close()
+                if self._on_close is not None:
+                    self._on_close()
 
 
-__all__ = ["EventStreamResponse", "router", "sse_frame", "sse_frames", "turn_events"]
+__all__ = [
+    "EventStreamResponse",
+    "router",
+    "sse_frame",
+    "sse_frames",
+    "turn_input",
+    "wait_for_reply",
+    "with_keepalives",
+]

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from ..errors import NotFound
+from ..providers.base import SessionCredentials
 from .deps import CurrentSession, StateDep
 from .schemas import ErrorEnvelope
 
@@ -29,14 +30,14 @@ async def coze_token(session: CurrentSession, state: StateDep, response: Respons
 
     404 `coze_token_unavailable` unless the gateway runs a Coze provider under OAuth JWT.
     """
-    manager = getattr(state.provider, "token_manager", None)
-    if manager is None:
+    if not isinstance(state.provider, SessionCredentials):
         raise NotFound(
-            "Coze access tokens are issued only with a Coze provider under "
-            "COZE_AUTH_MODE=OAUTH_JWT.",
+            "This gateway does not issue Coze access tokens.",
             code="coze_token_unavailable",
+            detail="Coze access tokens are issued only with a Coze provider under "
+            "COZE_AUTH_MODE=OAUTH_JWT.",
         )
-    token, expires_at = await manager.issue_token(session.session_name)
+    token, expires_at = await state.provider.issue_session_token(session.session_name)
     response.headers["Cache-Control"] = "no-store"
     return CozeToken(access_token=token, expires_in=expires_at, session_name=session.session_name)
 

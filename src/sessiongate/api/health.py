@@ -1,27 +1,40 @@
-"""``GET /api/health``: is the gateway able to serve, and with what."""
+"""``GET /api/health``: is the gateway able to serve (and, for admins, with what)."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
+from ..errors import SessiongateError
 from ..store import queries as q
-from .deps import StateDep
+from .deps import StateDep, identify_caller
 from .schemas import Health, SessionCounts
 
 router = APIRouter(prefix="/api", tags=["health"])
 log = logging.getLogger(__name__)
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(state: StateDep) -> JSONResponse:
-    """Status, version, provider, database reachability and session counts.
+class PublicHealth(BaseModel):
+    """What anyone may know: whether the service is up."""
 
-    Answers 503 with `status: degraded` when the database cannot be reached.
+    status: str
+
+
+@router.get(
+    "/health",
+    response_model=Health | PublicHealth,
+    responses={503: {"model": PublicHealth}},
+)
+async def health(request: Request, state: StateDep) -> JSONResponse:
+    """`{"status": "ok"}`, or 503 with `status: degraded` when the database is unreachable.
+
+    Admins (admin token or an IdP admin) also get the version, provider, database
+    state, session counts and turns in progress; nobody else learns what runs here.
     """
     counts: SessionCounts | None = None
     try:
@@ -30,6 +43,13 @@ async def health(state: StateDep) -> JSONResponse:
         counts = SessionCounts(total=total, active=active)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("health: database unreachable: %s", type(exc).__name__)
+    status = 200 if counts else 503
+    try:
+        is_admin = (await identify_caller(request, state)).is_admin
+    except SessiongateError:
+        is_admin = False
+    if not is_admin:
+        return JSONResponse({"status": "ok" if counts else "degraded"}, status_code=status)
     body = Health(
         status="ok" if counts else "degraded",
         version=__version__,
@@ -38,7 +58,7 @@ async def health(state: StateDep) -> JSONResponse:
         sessions=counts,
         turns_in_progress=state.chat.turns_in_progress,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if counts else 503)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
 __all__ = ["router"]

@@ -25,13 +25,39 @@ class ChatRequest(BaseModel):
     )
     user: str | None = Field(None, description="End user, for API-key callers only.")
     user_id: str | None = Field(None, description="Same as `user` (old clients' name).")
+    new_conversation: bool = Field(
+        False, description="Start a new conversation with this message (no conversation_id)."
+    )
+    regenerate: bool = Field(
+        False,
+        description="Answer the last user message of `conversation_id` again, replacing "
+        "the reply after it; `message` is ignored.",
+    )
+    edit_last: bool = Field(
+        False,
+        description="Replace the last user message of `conversation_id` with `message` "
+        "(dropping what followed) and answer it.",
+    )
 
 
 class ChatResponse(BaseModel):
     success: Literal[True] = True
-    message: str = Field(description="The assistant's complete reply.")
+    message: str = Field(description="The assistant's reply.")
     conversation_id: str
     message_id: str
+    finish_reason: str = Field(
+        "stop", description="`stop`, `length` (token limit or reply cap) or `cancelled`."
+    )
+
+
+class StopResult(BaseModel):
+    stopped: bool = Field(description="Whether a reply in progress was asked to stop.")
+
+
+class ConversationRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=120)
 
 
 class SessionCreated(BaseModel):
@@ -84,9 +110,11 @@ class Message(BaseModel):
     id: str
     role: Literal["user", "assistant"]
     content: str
-    status: Literal["complete", "incomplete", "error"]
+    status: Literal["complete", "streaming", "incomplete", "error", "interrupted"]
     created_at: datetime
     error_code: str | None = None
+    finish_reason: str | None = None
+    feedback: Literal["up", "down"] | None = Field(None, description="Your rating of a reply.")
 
     @classmethod
     def of(cls, row: MessageRow) -> Message:
@@ -98,15 +126,20 @@ class Message(BaseModel):
                 "status": row.status,
                 "created_at": row.created_at,
                 "error_code": row.error_code,
+                "finish_reason": row.finish_reason,
+                "feedback": row.feedback,
             }
         )
 
 
 class MessagePage(BaseModel):
     messages: list[Message]
-    total: int
+    total: int | None = Field(
+        None, description="All messages of the conversation (offset paging only)."
+    )
     limit: int
-    offset: int
+    offset: int | None = None
+    has_more: bool = Field(False, description="Older messages exist (`before` paging).")
 
 
 class SessionReset(BaseModel):
@@ -149,4 +182,6 @@ __all__ = [
     "SessionCreated",
     "SessionInfo",
     "SessionReset",
+    "StopResult",
+    "ConversationRename",
 ]

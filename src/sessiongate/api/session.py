@@ -7,10 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from ..identity import COOKIE_NAME
-from ..sessions import erase_session, export_session
 from ..store import queries as q
-from .deps import CurrentSession, StateDep, issue_session_cookie
+from .deps import (
+    CurrentSession,
+    StateDep,
+    admit_new_session,
+    clear_session_cookie,
+    issue_session_cookie,
+)
 from .schemas import Conversation, SessionCreated, SessionInfo, SessionReset
 
 router = APIRouter(prefix="/api/session", tags=["session"])
@@ -21,8 +25,11 @@ async def create_session(request: Request, state: StateDep) -> SessionCreated:
     """Start a new anonymous session, whatever credentials came with the request.
 
     The token is returned for API clients (`Authorization: Bearer <token>`) and set as
-    an HttpOnly cookie for browsers. It expires after the idle TTL.
+    an HttpOnly cookie for browsers. It expires after the idle TTL. Limited per client
+    address (429 past `SESSIONGATE_SESSION_CREATE_RATE_LIMIT`); 403 `anonymous_disabled`
+    when anonymous sessions are turned off.
     """
+    await admit_new_session(request, state)
     async with state.sessionmaker() as db, db.begin():
         row = await q.create_session(db, idle_ttl=state.settings.session_idle_ttl)
     token = issue_session_cookie(request, state, row.id)
@@ -52,27 +59,23 @@ async def session_info(session: CurrentSession, state: StateDep) -> SessionInfo:
 @router.post("/reset", response_model=SessionReset)
 async def reset_session(session: CurrentSession, state: StateDep) -> SessionReset:
     """Delete all your conversations and start one empty one. Your identity stays."""
-    async with state.locks.hold(session.id), state.sessionmaker() as db, db.begin():
-        await q.delete_all_conversations(db, session.id)
-        row = await q.create_conversation(db, session.id)
-    return SessionReset(conversation=Conversation.of(row))
+    return SessionReset(conversation=Conversation.of(await state.sessions.reset(session.id)))
 
 
 @router.get("/export")
 async def export(session: CurrentSession, state: StateDep) -> dict[str, Any]:
     """Everything the gateway stores for you: the session, every conversation and message."""
-    async with state.sessionmaker() as db:
-        return await export_session(db, session)
+    return await state.sessions.export(session)
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)
 async def erase(session: CurrentSession, state: StateDep, request: Request) -> Response:
     """Erase your session: conversations, messages, upstream conversation mappings and the
     cached upstream access token. Your token stops working; the cookie is cleared."""
-    await erase_session(state.sessionmaker, state.locks, state.provider, session.id)
+    await state.sessions.erase(session.id)
     request.state.set_cookie = None
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")
+    clear_session_cookie(response, state)
     return response
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .auth import CozeTokenManager, StaticTokenSource, TokenSource
-from .cache import AccessToken, MemoryTokenCache, TokenCache
+from .cache import AccessToken, MemoryTokenCache, RedisTokenCache, TokenCache
 from .errors import CozeAuthError
 from .keys import exchange_once, generate_keypair
 from .settings import CozeProviderName, CozeSettings, HistoryMode, load_coze_settings
@@ -45,6 +45,7 @@ __all__ = [
     "CozeWorkflowProvider",
     "HistoryMode",
     "MemoryTokenCache",
+    "RedisTokenCache",
     "StaticTokenSource",
     "TokenCache",
     "TokenSource",

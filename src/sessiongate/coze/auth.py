@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import time
 from functools import partial
@@ -26,10 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import jwt
+import stamina
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import SecretStr
 
+from .. import metrics
 from ..errors import ConfigurationError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..providers.transport import transport_error
 from .cache import AccessToken, Clock, MemoryTokenCache, TokenCache
 from .errors import oauth_refusal, parse_retry_after, with_logid
 from .settings import MAX_TOKEN_TTL, CozeSettings
@@ -123,7 +125,8 @@ class CozeTokenManager:
     Single-flight: concurrent callers for one ``session_name`` share one exchange (a
     task per session_name, awaited through ``asyncio.shield`` so one caller's
     cancellation does not cancel the others'); different session_names never wait for
-    each other.
+    each other. With a shared ``cache`` (``RedisTokenCache``) the exchange is also
+    single-flight across every process that shares it.
     """
 
     refreshable = True
@@ -227,6 +230,7 @@ class CozeTokenManager:
         if task is None:
             cached = await self._cache.get(session_name)
             if cached is not None and self._is_fresh(cached):
+                metrics.TOKEN_CACHE.labels(result="hit").inc()  # observability
                 return cached
             # Another caller may have started the exchange while the cache was read.
             task = self._inflight.get(session_name)
@@ -236,6 +240,7 @@ class CozeTokenManager:
                 )
                 self._inflight[session_name] = task
                 task.add_done_callback(partial(self._forget, session_name))
+        metrics.TOKEN_CACHE.labels(result="miss").inc()  # observability
         return await asyncio.shield(task)
 
     async def invalidate(self, session_name: str, access_token: str | None = None) -> None:
@@ -249,8 +254,11 @@ class CozeTokenManager:
 
     async def aclose(self) -> None:
         """Cancel pending exchanges and close the HTTP client this manager created."""
-        for task in list(self._inflight.values()):
+        pending = list(self._inflight.values())
+        for task in pending:
             task.cancel()
+        # Await them: a cancelled exchange still holds an HTTP response until it unwinds.
+        await asyncio.gather(*pending, return_exceptions=True)
         self._inflight.clear()
         if self._owns_http:
             await self._http.aclose()
@@ -271,6 +279,17 @@ class CozeTokenManager:
         cached = await self._cache.get(session_name)
         if cached is not None and self._is_fresh(cached):
             return cached
+        # A shared cache makes the exchange single-flight across processes too: whoever
+        # waited for another replica's exchange finds its token in the cache.
+        async with self._cache.exchange_lock(session_name):
+            cached = await self._cache.get(session_name)
+            if cached is not None and self._is_fresh(cached):
+                return cached
+            return await self._exchange_and_store(session_name, cached)
+
+    async def _exchange_and_store(
+        self, session_name: str, cached: AccessToken | None
+    ) -> AccessToken:
         try:
             token = await self._exchange_with_retries(session_name)
         except (UpstreamTimeout, UpstreamUnavailable):
@@ -289,28 +308,36 @@ class CozeTokenManager:
         return token
 
     async def _exchange_with_retries(self, session_name: str) -> AccessToken:
-        error: UpstreamError | None = None
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return await self._exchange(session_name)
-            except _Transient as exc:
-                error = exc.error
-                if attempt == self._max_attempts:
-                    break
-                delay = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
-                # Equal jitter: half fixed, half random, so synchronized sessions spread out.
-                delay = delay / 2 + random.uniform(0, delay / 2)
-                log.warning(
-                    "Coze token exchange for session_name=%s failed (%s); retry %d/%d in %.2fs",
-                    session_name,
-                    exc.error.message,
-                    attempt,
-                    self._max_attempts - 1,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        assert error is not None
-        raise error
+        # stamina: exponential backoff from `backoff`, capped at `max_backoff`, plus up to
+        # half the first wait of jitter so synchronized sessions spread out.
+        retries = stamina.retry_context(
+            on=_Transient,
+            attempts=self._max_attempts,
+            timeout=None,
+            wait_initial=self._backoff,
+            wait_max=self._max_backoff,
+            wait_jitter=self._backoff / 2,
+        )
+        try:
+            async for attempt in retries:
+                with attempt:
+                    return await self._counted_exchange(session_name)
+        except _Transient as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _counted_exchange(self, session_name: str) -> AccessToken:
+        """``_exchange``, counted in ``sessiongate_coze_token_exchanges_total`` (observability)."""
+        try:
+            token = await self._exchange(session_name)
+        except _Transient:
+            metrics.TOKEN_EXCHANGES.labels(outcome="error").inc()
+            raise
+        except UpstreamError:
+            metrics.TOKEN_EXCHANGES.labels(outcome="refused").inc()
+            raise
+        metrics.TOKEN_EXCHANGES.labels(outcome="ok").inc()
+        return token
 
     def _sign_jwt(self, session_name: str) -> str:
         """A single-use RS256 JWT for ``session_name`` (Coze OAuth JWT: header and claims)."""
@@ -339,15 +366,10 @@ class CozeTokenManager:
                 headers={"Authorization": f"Bearer {assertion}"},
                 timeout=self._timeout,
             )
-        except httpx.TimeoutException:
-            raise _Transient(
-                UpstreamTimeout("Coze's OAuth token endpoint did not answer in time.")
-            ) from None
         except httpx.TransportError as exc:
             raise _Transient(
-                UpstreamUnavailable(
-                    f"Cannot reach Coze's OAuth token endpoint at COZE_API_BASE={self._base} "
-                    f"({type(exc).__name__})."
+                transport_error(
+                    exc, upstream="Coze", started=False, where=f"COZE_API_BASE={self._base}"
                 )
             ) from None
         logid = response.headers.get("x-tt-logid")
@@ -355,10 +377,8 @@ class CozeTokenManager:
             limited = response.status_code == 429
             raise _Transient(
                 UpstreamUnavailable(
-                    with_logid(
-                        f"Coze's OAuth token endpoint answered HTTP {response.status_code}.",
-                        logid,
-                    ),
+                    with_logid("Coze is not available right now.", logid),
+                    detail=f"Coze's OAuth token endpoint answered HTTP {response.status_code}.",
                     code="rate_limited" if limited else None,
                     status=429 if limited else None,
                     retry_after=parse_retry_after(response.headers.get("retry-after")),

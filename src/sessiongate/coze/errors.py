@@ -35,8 +35,9 @@ class CozeAuthError(UpstreamError):
     """Coze refused the gateway's credentials: a configuration problem, not a transient one.
 
     Raised for a 4xx from the OAuth token endpoint and for a chat answered "token
-    invalid" even after one fresh token. The message names the settings to check and
-    Coze's log id. Status 502: the client's request was fine, the gateway's setup is not.
+    invalid" even after one fresh token. The message says the service is unavailable,
+    with Coze's log id; ``detail`` names the settings to check. Status 502: the client's
+    request was fine, the gateway's setup is not.
     """
 
     status = 502
@@ -95,9 +96,10 @@ def oauth_refusal(status: int, body: dict[str, Any], logid: str | None) -> CozeA
         logid,
     )
     return CozeAuthError(
-        with_logid(f"Coze refused the OAuth JWT token exchange ({label}): {hint}.", logid),
+        with_logid("The AI service is not available right now (upstream sign-in failed).", logid),
         upstream_code=known or status,
         logid=logid,
+        detail=f"Coze refused the OAuth JWT token exchange ({label}): {hint}.",
     )
 
 
@@ -171,14 +173,11 @@ def chat_error(
         )
     if code in NOT_PUBLISHED_CODES:
         return UpstreamError(
-            with_logid(
-                f"Coze cannot run the configured bot or workflow ({label}); check "
-                "COZE_BOT_ID / COZE_WORKFLOW_ID / COZE_APP_ID and that it is published to "
-                "the API channel.",
-                logid,
-            ),
+            with_logid(f"Coze cannot run the configured bot or workflow ({label}).", logid),
             upstream_code=code,
             logid=logid,
+            detail=f"Coze {label}: check COZE_BOT_ID / COZE_WORKFLOW_ID / COZE_APP_ID and "
+            "that the bot or workflow is published to the API channel.",
         )
     return UpstreamError(
         with_logid(f"Coze could not produce a reply ({label}).", logid),

@@ -12,6 +12,12 @@ workflow chat. Two history modes (``SESSIONGATE_COZE_HISTORY``):
   ``additional_messages`` every turn and no conversation id is ever sent, so isolation
   does not depend on how the bot or workflow keeps context.
 
+Inputs: a workflow's ``parameters`` come from ``COZE_WORKFLOW_PARAMETERS`` (templated
+with ``{message}``, ``{session_name}``, ``{user}``) plus the tenant's own values for the
+keys ``COZE_WORKFLOW_CLIENT_PARAMETERS`` allows; a bot's ``custom_variables`` likewise
+from ``COZE_BOT_CUSTOM_VARIABLES`` and ``COZE_BOT_CLIENT_VARIABLES``. The tenant's
+values win for the keys it may set; they are sent as given, never templated.
+
 Clients: bot chat and conversation creation go through the official SDK ``cozepy``
 (``AsyncCoze``). Workflow chat is posted with ``httpx`` directly because cozepy's
 ``workflows.chat.stream`` cannot send the top-level ``session_name`` field; it reads the
@@ -32,10 +38,17 @@ from typing import Any
 
 import httpx
 
-from ..errors import ConfigurationError, UpstreamError
-from ..providers.base import ChatMessage, ConversationBound, ProviderEvent, TextDelta, TurnRequest
+from ..errors import BadRequest, ConfigurationError, NotFound, UpstreamError
+from ..providers.base import (
+    ChatMessage,
+    ConversationBound,
+    Finish,
+    ProviderEvent,
+    TextDelta,
+    TurnRequest,
+)
 from .auth import CozeTokenManager, StaticTokenSource, TokenSource
-from .cache import Clock
+from .cache import Clock, TokenCache
 from .errors import CozeAuthError, CozeTokenInvalid, with_logid
 from .sdk import (
     TurnHTTPClient,
@@ -47,7 +60,7 @@ from .sdk import (
     new_http_client,
     transport_error,
 )
-from .settings import CozeProviderName, CozeSettings, HistoryMode
+from .settings import CozeProviderName, CozeSettings, HistoryMode, render_inputs
 from .stream import ReplyMapper, decode_data, iter_sse
 
 log = logging.getLogger(__name__)
@@ -89,6 +102,10 @@ class _CozeChatProvider:
 
     name: CozeProviderName
     max_pending: int | None = None
+    #: The bot or workflow defines its own prompt; Coze chat has no system message.
+    takes_system_prompt = False
+    #: The request body field tenants use for their inputs (see ``check_client_parameters``).
+    client_parameters_field: str
 
     def __init__(
         self,
@@ -123,6 +140,43 @@ class _CozeChatProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(api_base={self._base!r}, history={self._history!r})"
 
+    def _inputs(self) -> tuple[dict[str, Any], list[str]]:
+        """(configured input template, keys tenants may set) of this provider."""
+        raise NotImplementedError
+
+    def check_client_parameters(self, values: Any) -> dict[str, Any]:
+        """Return the tenant's inputs if every key is one the operator allows.
+
+        Raises ``BadRequest`` (``invalid_parameters`` when not an object of the right
+        value types, ``parameter_not_allowed`` naming the keys that are not allowed).
+        """
+        field = self.client_parameters_field
+        if not isinstance(values, dict):
+            raise BadRequest(f"'{field}' must be a JSON object.", code="invalid_parameters")
+        _, allowed = self._inputs()
+        refused = sorted(key for key in values if key not in allowed)
+        if refused:
+            allowed_text = ", ".join(allowed) if allowed else "none"
+            raise BadRequest(
+                f"'{field}' may not set {', '.join(refused)}; keys the operator allows: "
+                f"{allowed_text}.",
+                code="parameter_not_allowed",
+            )
+        return dict(values)
+
+    def inputs_for(self, request: TurnRequest) -> dict[str, Any]:
+        """The inputs to send this turn: the configured template filled in for this
+        request, then the tenant's own values (already checked) on top."""
+        template, _ = self._inputs()
+        values = render_inputs(
+            template,
+            message=_newest_user_message(request.messages).content,
+            session_name=request.session_name,
+            user=request.user,
+        )
+        values.update(request.client_parameters or {})
+        return values
+
     @property
     def history_mode(self) -> HistoryMode:
         """The effective history mode (``gateway`` or ``upstream``)."""
@@ -132,6 +186,25 @@ class _CozeChatProvider:
     def token_manager(self) -> CozeTokenManager | None:
         """The OAuth JWT token manager (for ``POST /api/coze/token``); None under PAT."""
         return self._tokens if isinstance(self._tokens, CozeTokenManager) else None
+
+    async def issue_session_token(self, session_name: str) -> tuple[str, int]:
+        """``SessionCredentials``: the session's Coze access token and its expiry (unix s).
+
+        Raises ``NotFound`` (``coze_token_unavailable``) unless under OAuth JWT.
+        """
+        manager = self.token_manager
+        if manager is None:
+            raise NotFound(
+                "Coze access tokens are issued only under COZE_AUTH_MODE=OAUTH_JWT.",
+                code="coze_token_unavailable",
+            )
+        return await manager.issue_token(session_name)
+
+    async def forget_session(self, session_name: str) -> None:
+        """``SessionCredentials``: drop the session's cached token (every replica, when
+        the cache is shared)."""
+        if (manager := self.token_manager) is not None:
+            await manager.invalidate(session_name)
 
     async def stream_reply(self, request: TurnRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream the reply to ``request`` from Coze.
@@ -153,12 +226,13 @@ class _CozeChatProvider:
                 if not self._tokens.refreshable:
                     raise CozeAuthError(
                         with_logid(
-                            "Coze rejected COZE_API_TOKEN (token invalid); renew the "
-                            "personal access token.",
+                            "The AI service is not available right now (upstream sign-in failed).",
                             exc.logid,
                         ),
                         upstream_code=exc.upstream_code,
                         logid=exc.logid,
+                        detail="Coze rejected COZE_API_TOKEN (token invalid); renew the "
+                        "personal access token.",
                     ) from None
                 if attempt == 2 or state.replied:
                     raise
@@ -184,7 +258,9 @@ class _CozeChatProvider:
             conversation_ref = None  # gateway mode never reuses an upstream conversation
         mapper = ReplyMapper(session_name=request.session_name)
         async with contextlib.aclosing(
-            self._chat_events(token, request.session_name, conversation_ref, messages, mapper)
+            self._chat_events(
+                token, request.session_name, conversation_ref, messages, mapper, request
+            )
         ) as events:
             try:
                 async for name, data in events:
@@ -205,6 +281,8 @@ class _CozeChatProvider:
                 log.debug("Coze stream failed after the chat completed (logid %s)", mapper.logid)
         if not mapper.completed:
             raise mapper.incomplete()
+        # Coze reports no token-limit cut: a completed chat ended on its own.
+        yield Finish("stop")
 
     def _coze(self, token: str, client: TurnHTTPClient) -> cozepy.AsyncCoze:
         return cozepy.AsyncCoze(
@@ -231,6 +309,7 @@ class _CozeChatProvider:
         conversation_ref: str | None,
         messages: list[ChatMessage],
         mapper: ReplyMapper,
+        request: TurnRequest,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         raise NotImplementedError
 
@@ -253,11 +332,25 @@ class CozeBotProvider(_CozeChatProvider):
     """
 
     name: CozeProviderName = "coze-bot"
+    client_parameters_field = "custom_variables"
 
     def __init__(self, settings: CozeSettings, **kwargs: Any) -> None:
         if not settings.bot_id:
             raise ConfigurationError("COZE_BOT_ID is required for SESSIONGATE_PROVIDER=coze-bot.")
         super().__init__(settings, **kwargs)
+
+    def _inputs(self) -> tuple[dict[str, Any], list[str]]:
+        return dict(self._settings.bot_custom_variables), list(self._settings.bot_client_variables)
+
+    def check_client_parameters(self, values: Any) -> dict[str, Any]:
+        """As the base, and every value must be a string (Coze: ``custom_variables`` is
+        a map of string to string)."""
+        checked = super().check_client_parameters(values)
+        if not all(isinstance(v, str) for v in checked.values()):
+            raise BadRequest(
+                "'custom_variables' values must be strings.", code="invalid_parameters"
+            )
+        return checked
 
     async def _chat_events(
         self,
@@ -266,6 +359,7 @@ class CozeBotProvider(_CozeChatProvider):
         conversation_ref: str | None,
         messages: list[ChatMessage],
         mapper: ReplyMapper,
+        request: TurnRequest,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         client = TurnHTTPClient(self._http, self._timeout)
         additional = [
@@ -275,12 +369,14 @@ class CozeBotProvider(_CozeChatProvider):
             for m in messages
         ]
         assert self._settings.bot_id is not None
+        variables = {key: str(value) for key, value in self.inputs_for(request).items()}
         stream = self._coze(token, client).chat.stream(
             bot_id=self._settings.bot_id,
             user_id=session_name,
             additional_messages=additional,
             auto_save_history=self._history == "upstream",
             conversation_id=conversation_ref,
+            custom_variables=variables or None,
         )
         try:
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
@@ -307,6 +403,7 @@ class CozeWorkflowProvider(_CozeChatProvider):
     """
 
     name: CozeProviderName = "coze-workflow"
+    client_parameters_field = "parameters"
 
     def __init__(self, settings: CozeSettings, **kwargs: Any) -> None:
         if not settings.workflow_id:
@@ -315,8 +412,17 @@ class CozeWorkflowProvider(_CozeChatProvider):
             )
         super().__init__(settings, **kwargs)
 
+    def _inputs(self) -> tuple[dict[str, Any], list[str]]:
+        return dict(self._settings.workflow_parameters), list(
+            self._settings.workflow_client_parameters
+        )
+
     def _body(
-        self, session_name: str, conversation_ref: str | None, messages: list[ChatMessage]
+        self,
+        session_name: str,
+        conversation_ref: str | None,
+        messages: list[ChatMessage],
+        parameters: dict[str, Any],
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "workflow_id": self._settings.workflow_id,
@@ -329,7 +435,7 @@ class CozeWorkflowProvider(_CozeChatProvider):
                 }
                 for m in messages
             ],
-            "parameters": {},
+            "parameters": parameters,
             "session_name": session_name,
             "ext": {"user_id": session_name},
         }
@@ -348,16 +454,17 @@ class CozeWorkflowProvider(_CozeChatProvider):
         conversation_ref: str | None,
         messages: list[ChatMessage],
         mapper: ReplyMapper,
+        request: TurnRequest,
     ) -> AsyncGenerator[tuple[str, Any], None]:
-        request = self._http.build_request(
+        http_request = self._http.build_request(
             "POST",
             f"{self._base}{_WORKFLOW_CHAT_PATH}",
-            json=self._body(session_name, conversation_ref, messages),
+            json=self._body(session_name, conversation_ref, messages, self.inputs_for(request)),
             headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
             timeout=self._timeout,
         )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._http.send(http_request, stream=True)
         except httpx.HTTPError as exc:
             raise transport_error(exc, None, started=False) from None
         mapper.logid = response.headers.get("x-tt-logid")
@@ -407,6 +514,7 @@ def build_coze_provider(
     token_source: TokenSource | None = None,
     http_client: httpx.AsyncClient | None = None,
     clock: Clock = time.time,
+    cache: TokenCache | None = None,
 ) -> CozeProvider:
     """Validate ``settings`` for ``name`` and build the provider.
 
@@ -416,8 +524,9 @@ def build_coze_provider(
     one is built from the settings (``StaticTokenSource`` under PAT) and closed by the
     provider's ``aclose``. ``http_client``: a connection pool to use (default: a new
     one, shared with the token manager and closed by ``aclose``). ``clock``: for the
-    token manager built here. Raises ``ConfigurationError`` naming a missing or malformed
-    setting; logs the PAT warning.
+    token manager built here. ``cache``: where that manager keeps tokens (default in
+    process; ``RedisTokenCache`` shares them fleet-wide). Raises ``ConfigurationError``
+    naming a missing or malformed setting; logs the PAT warning.
     """
     settings.validate_for(name)
     owns_http = http_client is None
@@ -434,6 +543,7 @@ def build_coze_provider(
                 http_client=pool,
                 connect_timeout=connect_timeout,
                 timeout=idle_timeout,
+                cache=cache,
             )
     cls: type[CozeBotProvider] | type[CozeWorkflowProvider] = (
         CozeBotProvider if name == "coze-bot" else CozeWorkflowProvider

@@ -21,7 +21,9 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from ..errors import SessiongateError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import SessiongateError, UpstreamError
+from ..logs import content_for_log
+from ..providers.transport import transport_error as _transport_error
 from .errors import chat_error, parse_code, parse_retry_after, with_logid
 from .stream import decode_data
 
@@ -106,19 +108,7 @@ class TurnHTTPClient(AsyncHTTPClient):
 
 def transport_error(exc: httpx.HTTPError, logid: str | None, *, started: bool) -> UpstreamError:
     """Map an ``httpx`` failure; ``started``: whether the response stream had begun."""
-    if isinstance(exc, httpx.TimeoutException):
-        what = "sent nothing for too long" if started else "did not answer in time"
-        return UpstreamTimeout(
-            with_logid(f"Coze {what} ({type(exc).__name__}).", logid), logid=logid
-        )
-    if started:
-        return UpstreamError(
-            with_logid("Coze's reply stream was cut before the chat completed.", logid),
-            logid=logid,
-        )
-    return UpstreamUnavailable(
-        with_logid(f"Cannot reach Coze ({type(exc).__name__}).", logid), logid=logid
-    )
+    return _transport_error(exc, upstream="Coze", started=started, logid=logid)
 
 
 def envelope_error(
@@ -178,15 +168,25 @@ def from_cozepy(exc: Exception, response: httpx.Response | None) -> SessiongateE
         # cozepy raises a bare Exception("error event: <data>") for an SSE error event.
         data = decode_data(text[len(_ERROR_EVENT_PREFIX) :])
         info = data if isinstance(data, dict) else {}
+        # An in-stream error's text may quote the conversation.
         log.warning(
             "Coze error event: code=%s msg=%.200s logid=%s",
             info.get("code"),
-            info.get("msg"),
+            content_for_log(str(info.get("msg"))),
             logid,
         )
         return chat_error(parse_code(info.get("code")), logid=logid)
     kind = "malformed event" if isinstance(exc, cozepy.CozeError | ValidationError) else "failure"
-    log.warning("Coze client %s: %s (logid %s)", kind, type(exc).__name__, logid)
+    # An unexpected failure is logged with its whole chain and traceback, to be
+    # diagnosable; a malformed event only by type (a validation error quotes the event,
+    # which may quote the conversation).
+    log.warning(
+        "Coze client %s: %s (logid %s)",
+        kind,
+        type(exc).__name__,
+        logid,
+        exc_info=exc if kind == "failure" else None,
+    )
     return UpstreamError(
         with_logid(f"Coze sent a reply the gateway could not read ({kind}).", logid), logid=logid
     )

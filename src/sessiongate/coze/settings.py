@@ -4,21 +4,31 @@
 gateway's own Coze tuning knobs carry the ``SESSIONGATE_COZE_`` prefix. Secrets (the
 personal access token and the inline private key) are ``SecretStr`` and never logged.
 Everything is checked once at start by ``CozeSettings.validate_for``, which raises
-``ConfigurationError`` naming the setting to fix.
+one ``ConfigurationError`` naming every setting to fix.
+
+Upstream inputs (Coze "Chat" API ``custom_variables``; "Workflow chat" API
+``parameters``, a map of the workflow start node's input names to values):
+``COZE_WORKFLOW_PARAMETERS`` / ``COZE_BOT_CUSTOM_VARIABLES`` are JSON objects sent
+every turn, whose string values may contain ``{message}``, ``{session_name}`` and
+``{user}``; ``COZE_WORKFLOW_CLIENT_PARAMETERS`` / ``COZE_BOT_CLIENT_VARIABLES`` list the
+keys a tenant's request may add (JSON list or comma-separated).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import string
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..errors import ConfigurationError
 
@@ -30,6 +40,70 @@ HistoryMode = Literal["gateway", "upstream"]
 
 #: Coze OAuth JWT: ``duration_seconds`` may not exceed 86399 (one day minus a second).
 MAX_TOKEN_TTL = 86399
+
+#: Placeholders a configured input's string value may use.
+TEMPLATE_FIELDS = frozenset({"message", "session_name", "user"})
+
+
+def _template_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid input template, or None. Only bare ``{message}``,
+    ``{session_name}`` and ``{user}`` are allowed (``{{``/``}}`` for literal braces)."""
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        return f"{value!r} is not a valid template ({exc}; write {{{{ and }}}} for braces)"
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in TEMPLATE_FIELDS or spec or conversion:
+            return (
+                f"{value!r} uses {{{field}}}; only {{message}}, {{session_name}} and {{user}} "
+                "may be used (write {{ and }} for literal braces)"
+            )
+    return None
+
+
+def render_inputs(
+    template: Mapping[str, Any], *, message: str, session_name: str, user: str | None
+) -> dict[str, Any]:
+    """``template`` with ``{message}``, ``{session_name}`` and ``{user}`` filled in every
+    string value (nested objects and lists too); other values are copied as they are.
+    ``user`` is the tenant's end user, ``""`` for anonymous and IdP sessions."""
+    values = {"message": message, "session_name": session_name, "user": user or ""}
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.format_map(values)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return {key: fill(value) for key, value in template.items()}
+
+
+def _json_object(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg}); expected a JSON object") from None
+    return value
+
+
+def _key_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a valid JSON list ({exc.msg})") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class CozeSettings(BaseSettings):
@@ -72,8 +146,32 @@ class CozeSettings(BaseSettings):
     )
     history: HistoryMode | None = Field(None, validation_alias="SESSIONGATE_COZE_HISTORY")
 
+    # Upstream inputs: what the operator sends every turn, and the keys tenants may add.
+    workflow_parameters: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict, validation_alias="COZE_WORKFLOW_PARAMETERS"
+    )
+    workflow_client_parameters: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="COZE_WORKFLOW_CLIENT_PARAMETERS"
+    )
+    bot_custom_variables: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="COZE_BOT_CUSTOM_VARIABLES"
+    )
+    bot_client_variables: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="COZE_BOT_CLIENT_VARIABLES"
+    )
+
     # Parsing an RSA key checks it (~70 ms); validate_for and the token manager share one.
     _private_key: RSAPrivateKey | None = PrivateAttr(None)
+
+    @field_validator("workflow_parameters", "bot_custom_variables", mode="before")
+    @classmethod
+    def _parse_object(cls, value: Any) -> Any:
+        return _json_object(value)
+
+    @field_validator("workflow_client_parameters", "bot_client_variables", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        return _key_list(value)
 
     @property
     def api_host(self) -> str:
@@ -171,38 +269,50 @@ class CozeSettings(BaseSettings):
         return key
 
     def validate_for(self, provider: CozeProviderName, *, warn: bool = True) -> None:
-        """Check every setting ``provider`` needs; raise ``ConfigurationError`` if one is bad.
+        """Check every setting ``provider`` needs; raise one ``ConfigurationError`` listing
+        every problem (one per line), each naming the environment variable to fix.
 
-        The message names the environment variable to fix. Under ``PAT`` (and ``warn``) a
-        warning is logged that Coze cannot isolate users by token and gateway history is
-        forced; a pre-flight check passes ``warn=False`` so it is said once.
+        Under ``PAT`` (and ``warn``) a warning is logged that Coze cannot isolate users by
+        token and gateway history is forced; a pre-flight check passes ``warn=False`` so
+        it is said once.
         """
+        problems = self.problems_for(provider, warn=warn)
+        if problems:
+            raise ConfigurationError("\n".join(problems))
+
+    def problems_for(self, provider: CozeProviderName, *, warn: bool = True) -> list[str]:
+        """Every problem with the settings ``provider`` needs, each naming its variable
+        (empty when all is well). See ``validate_for``."""
+        problems: list[str] = []
         parts = urlsplit(self.api_base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(
+            problems.append(
                 f"COZE_API_BASE={self.api_base!r} is not an http(s) URL; use e.g. "
                 "https://api.coze.com or https://api.coze.cn."
             )
         if self.auth_mode == "OAUTH_JWT":
-            for env_name, value in (
+            for env, value in (
                 ("COZE_OAUTH_CLIENT_ID", self.oauth_client_id),
                 ("COZE_OAUTH_PUBLIC_KEY_ID", self.oauth_public_key_id),
             ):
                 if not value:
-                    raise ConfigurationError(
-                        f"{env_name} is required when COZE_AUTH_MODE=OAUTH_JWT; copy it "
+                    problems.append(
+                        f"{env} is required when COZE_AUTH_MODE=OAUTH_JWT; copy it "
                         "from the OAuth app (JWT type) in the Coze console."
                     )
-            self.load_private_key()
+            try:
+                self.load_private_key()
+            except ConfigurationError as exc:
+                problems.append(exc.message)
             if self.token_refresh_margin >= self.token_ttl:
-                raise ConfigurationError(
+                problems.append(
                     "SESSIONGATE_COZE_TOKEN_REFRESH_MARGIN must be smaller than "
                     f"SESSIONGATE_COZE_TOKEN_TTL ({self.token_refresh_margin} >= "
                     f"{self.token_ttl}); every turn would exchange a new token."
                 )
         else:
             if self.api_token is None or not self.api_token.get_secret_value().strip():
-                raise ConfigurationError("COZE_API_TOKEN is required when COZE_AUTH_MODE=PAT.")
+                problems.append("COZE_API_TOKEN is required when COZE_AUTH_MODE=PAT.")
             if warn and self.history == "upstream":
                 log.warning(
                     "SESSIONGATE_COZE_HISTORY=upstream is ignored under COZE_AUTH_MODE=PAT; "
@@ -217,21 +327,41 @@ class CozeSettings(BaseSettings):
                 )
         if provider == "coze-bot":
             if not self.bot_id:
-                raise ConfigurationError(
-                    "COZE_BOT_ID is required for SESSIONGATE_PROVIDER=coze-bot."
-                )
+                problems.append("COZE_BOT_ID is required for SESSIONGATE_PROVIDER=coze-bot.")
+            problems += _input_problems("COZE_BOT_CUSTOM_VARIABLES", self.bot_custom_variables)
         else:
             if not self.workflow_id:
-                raise ConfigurationError(
+                problems.append(
                     "COZE_WORKFLOW_ID is required for SESSIONGATE_PROVIDER=coze-workflow."
                 )
             # Coze workflow chat: exactly one of app_id and bot_id names the workflow's home.
             if bool(self.app_id) == bool(self.bot_id):
-                raise ConfigurationError(
+                problems.append(
                     "coze-workflow needs exactly one of COZE_APP_ID (workflow in an app) and "
                     "COZE_BOT_ID (workflow bound to a bot); "
                     + ("both are set." if self.app_id else "neither is set.")
                 )
+            problems += _input_problems("COZE_WORKFLOW_PARAMETERS", self.workflow_parameters)
+        return problems
+
+
+def _input_problems(env: str, template: Mapping[str, Any]) -> list[str]:
+    """Template errors in the string values of a configured input object."""
+    problems: list[str] = []
+
+    def check(value: Any) -> None:
+        if isinstance(value, str):
+            if (problem := _template_problem(value)) is not None:
+                problems.append(f"{env}: {problem}.")
+        elif isinstance(value, dict):
+            for item in value.values():
+                check(item)
+        elif isinstance(value, list):
+            for item in value:
+                check(item)
+
+    check(dict(template))
+    return problems
 
 
 def env_name(field: str) -> str:
@@ -245,25 +375,30 @@ def env_name(field: str) -> str:
 def load_coze_settings(**overrides: object) -> CozeSettings:
     """Read ``CozeSettings`` from the environment and ``.env``.
 
-    Raises ``ConfigurationError`` naming the environment variable of the first malformed
-    value (e.g. ``SESSIONGATE_COZE_TOKEN_TTL`` above 86399) instead of pydantic's error.
+    Raises ``ConfigurationError`` naming the environment variable of every malformed
+    value, one per line (e.g. ``SESSIONGATE_COZE_TOKEN_TTL`` above 86399) instead of
+    pydantic's error.
     ``overrides`` take precedence over the environment (attribute names).
     """
     try:
         return CozeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = env_name(str(first["loc"][0])) if first["loc"] else "a COZE_* setting"
-        # The input itself is not echoed: it may be a secret.
-        raise ConfigurationError(f"{where} is invalid: {first['msg']}.") from None
+        lines = []
+        for error in exc.errors():
+            where = env_name(str(error["loc"][0])) if error["loc"] else "a COZE_* setting"
+            # The input itself is not echoed: it may be a secret.
+            lines.append(f"{where} is invalid: {error['msg']}.")
+        raise ConfigurationError("\n".join(dict.fromkeys(lines))) from None
 
 
 __all__ = [
     "MAX_TOKEN_TTL",
+    "TEMPLATE_FIELDS",
     "AuthMode",
     "CozeProviderName",
     "CozeSettings",
     "HistoryMode",
     "env_name",
     "load_coze_settings",
+    "render_inputs",
 ]

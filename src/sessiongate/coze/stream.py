@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UpstreamError
+from ..logs import content_for_log
 from ..providers.base import ProviderEvent, TextDelta, Usage
 from .errors import chat_error, parse_code, with_logid
 
@@ -165,12 +166,13 @@ class ReplyMapper:
 
     def _failure(self, what: str, info: dict[str, Any]) -> UpstreamError:
         code = parse_code(info.get("code"))
+        # A run's failure text may quote the conversation (a workflow node's input).
         log.warning(
             "Coze %s for session_name=%s: code=%s msg=%.200s logid=%s",
             what,
             self.session_name,
             info.get("code"),
-            info.get("msg"),
+            content_for_log(str(info.get("msg"))),
             self.logid,
         )
         return chat_error(code, logid=self.logid)

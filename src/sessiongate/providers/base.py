@@ -2,16 +2,17 @@
 
 A provider receives this session's context only (the chat service built it from this
 session's rows) and yields ``TextDelta`` events as the reply grows, then at most one
-``Usage``. It raises ``sessiongate.errors.UpstreamError`` (or a subclass) on failure,
-never a foreign exception. Closing the iterator early (client disconnect) must stop
+``Usage`` and at most one ``Finish`` (why the upstream stopped). It raises
+``sessiongate.errors.UpstreamError`` (or a subclass) on failure, never a foreign
+exception. Closing the iterator early (client disconnect) must stop
 generation and release every upstream stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import ContextOverflow
 
@@ -33,12 +34,19 @@ class TurnRequest:
     ``messages`` is the system prompt (if any) then this conversation's history, oldest
     first, ending with the new user message. ``session_name`` is the session's opaque
     upstream identity. ``conversation_ref`` is the upstream conversation id bound to
-    this gateway conversation, if the provider keeps one.
+    this gateway conversation, if the provider keeps one. ``user``: the end user's name
+    as the tenant sent it (None for anonymous and IdP sessions). ``client_parameters``:
+    upstream inputs the tenant's request supplied, already checked against what the
+    operator allows (Coze workflow ``parameters`` or bot ``custom_variables``).
     """
 
     session_name: str
     messages: Sequence[ChatMessage]
     conversation_ref: str | None = None
+    # Upstream parameters a tenant supplied with its request (the provider decides which
+    # it accepts) and the tenant's end-user name, if any.
+    client_parameters: Mapping[str, Any] | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +71,31 @@ class ConversationBound:
     conversation_ref: str
 
 
-ProviderEvent = TextDelta | Usage | ConversationBound
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Why the upstream stopped: ``length`` (the reply hit the token limit) or ``stop``
+    (it ended on its own). Other upstream reasons are passed as they came."""
+
+    reason: str
+
+
+ProviderEvent = TextDelta | Usage | ConversationBound | Finish
+
+
+@runtime_checkable
+class AcceptsClientParameters(Protocol):
+    """A provider that takes per-request upstream inputs from tenants.
+
+    ``client_parameters_field``: the request body field that carries them
+    (``parameters`` for a Coze workflow, ``custom_variables`` for a Coze bot).
+    """
+
+    @property
+    def client_parameters_field(self) -> str: ...
+
+    def check_client_parameters(self, values: Any) -> dict[str, Any]:
+        """Return ``values`` if the operator allows every key; raises ``BadRequest``."""
+        ...
 
 
 @runtime_checkable
@@ -88,6 +120,20 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release every resource (HTTP clients, the model)."""
+        ...
+
+
+@runtime_checkable
+class SessionCredentials(Protocol):
+    """An optional capability: the provider keeps an upstream credential per session
+    (Coze OAuth JWT: one access token per ``session_name``)."""
+
+    async def issue_session_token(self, session_name: str) -> tuple[str, int]:
+        """The session's upstream access token and its expiry (unix seconds)."""
+        ...
+
+    async def forget_session(self, session_name: str) -> None:
+        """Drop the session's cached credential, on every replica sharing the cache."""
         ...
 
 
@@ -135,12 +181,15 @@ class ContextWindow:
 
 
 __all__ = [
+    "AcceptsClientParameters",
     "ChatMessage",
     "ContextWindow",
     "ConversationBound",
+    "Finish",
     "Provider",
     "ProviderEvent",
     "Role",
+    "SessionCredentials",
     "TextDelta",
     "TurnRequest",
     "Usage",

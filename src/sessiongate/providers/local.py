@@ -20,8 +20,17 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .. import metrics
 from ..errors import ConfigurationError, SessiongateError, UpstreamError
-from .base import ChatMessage, ContextWindow, ProviderEvent, TextDelta, TurnRequest, Usage
+from .base import (
+    ChatMessage,
+    ContextWindow,
+    Finish,
+    ProviderEvent,
+    TextDelta,
+    TurnRequest,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -102,6 +111,8 @@ class LocalProvider:
             budget=context_tokens - max_tokens, count_tokens=self._count_tokens
         )
         self.generating = False
+        # Stop flags of the generations in flight, so aclose() can end them.
+        self._stops: set[threading.Event] = set()
 
     @classmethod
     async def load(
@@ -158,10 +169,12 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
+        self._stops.add(stop)
 
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
+        metrics.QUEUE_DEPTH.inc()  # observability: waiting until _generate starts
         future = loop.run_in_executor(self._executor, self._generate, request, emit, stop)
         try:
             while True:
@@ -173,12 +186,14 @@ class LocalProvider:
                 yield item
         finally:
             stop.set()
+            self._stops.discard(stop)
             # The worker notices the flag after at most one token; nothing to await here.
             future.add_done_callback(lambda f: f.exception())
 
     def _generate(
         self, request: TurnRequest, emit: Any, stop: threading.Event
     ) -> None:  # runs on the worker thread
+        metrics.QUEUE_DEPTH.dec()  # observability: no longer waiting
         self.generating = True
         try:
             if stop.is_set():
@@ -194,12 +209,17 @@ class LocalProvider:
             )
             produced = 0
             started = False
+            reason: str | None = None
             try:
                 for chunk in completion:
                     if stop.is_set():
                         break
                     produced += 1
-                    text = chunk["choices"][0]["text"]
+                    choice = chunk["choices"][0]
+                    text = choice["text"]
+                    # llama.cpp: "length" when max_tokens cut the reply, "stop" at a stop
+                    # sequence or end of text.
+                    reason = choice.get("finish_reason") or reason
                     if not started:
                         # The model writes a space after "Assistant:"; the reply starts after it.
                         text = text.lstrip()
@@ -211,6 +231,10 @@ class LocalProvider:
                 if close is not None:
                     close()
             emit(Usage(prompt_tokens=prompt_tokens, completion_tokens=produced))
+            if not stop.is_set():
+                if reason is None:
+                    reason = "length" if produced >= self._max_tokens else "stop"
+                emit(Finish(reason))
         except SessiongateError as exc:
             emit(exc)
         except Exception as exc:  # llama.cpp raises plain RuntimeError/ValueError
@@ -223,10 +247,14 @@ class LocalProvider:
             emit(_END)
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop every generation, wait for the worker and free the model, off the loop."""
+        for stop in list(self._stops):
+            stop.set()
+        # Joining the worker thread and freeing the model take time: never on the loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         close = getattr(self._llama, "close", None)
         if close is not None:
-            close()
+            await asyncio.to_thread(close)
 
 
 __all__ = ["LocalProvider", "STOP_SEQUENCES", "default_model_path", "format_prompt"]

@@ -8,40 +8,23 @@ is unknown here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
 import openai
 
-from ..errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from .base import ContextWindow, ProviderEvent, TextDelta, TurnRequest, Usage
+from ..errors import RateLimited, UpstreamError, UpstreamTimeout
+from .base import ContextWindow, Finish, ProviderEvent, TextDelta, TurnRequest, Usage
+from .transport import TRANSPORT_ERRORS, transport_error
+
+log = logging.getLogger(__name__)
 
 
 def estimate_tokens(text: str) -> int:
     """Upper-bound-ish token estimate: ~1 token per CJK character, ~4 chars per token otherwise."""
     wide = sum(1 for ch in text if ord(ch) > 0x2E80)
     return wide + (len(text) - wide + 3) // 4
-
-
-def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
-    """(timeouts, all transport errors) of httpx and of httpx2, which openai>=3 uses.
-
-    The SDK lets transport errors raised while iterating a stream escape unwrapped.
-    """
-    timeouts: list[type[Exception]] = [httpx.TimeoutException]
-    errors: list[type[Exception]] = [httpx.HTTPError]
-    try:
-        import httpx2
-    except ImportError:
-        pass
-    else:
-        timeouts.append(httpx2.TimeoutException)
-        errors.append(httpx2.HTTPError)
-    return tuple(timeouts), tuple(errors)
-
-
-_TIMEOUTS, _TRANSPORT_ERRORS = _transport_errors()
 
 
 class OpenAIProvider:
@@ -85,6 +68,7 @@ class OpenAIProvider:
         extra: dict[str, Any] = {}
         if self._max_tokens is not None:
             extra["max_tokens"] = self._max_tokens
+        started = False  # a reply had begun: a failure now is a cut, not "unreachable"
         try:
             stream = await self._client.chat.completions.create(
                 model=self.model,
@@ -94,17 +78,28 @@ class OpenAIProvider:
                 user=request.session_name,
                 **extra,
             )
+            finish: str | None = None
             async with stream:
                 async for chunk in stream:
+                    started = True
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield TextDelta(choice.delta.content)
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
                     if chunk.usage is not None:
                         yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            if finish is not None:
+                # The endpoint's own reason: "length" when its max_tokens cut the reply.
+                yield Finish(finish)
         except openai.APITimeoutError as exc:
-            raise UpstreamTimeout("The model endpoint timed out.") from exc
+            what = "stopped sending" if started else "did not answer in time"
+            raise UpstreamTimeout(f"The model endpoint {what}.", detail=repr(exc)) from exc
         except openai.APIConnectionError as exc:
-            raise UpstreamUnavailable("The model endpoint could not be reached.") from exc
+            # The SDK wraps the httpx failure; map the cause in the one shared place.
+            raise transport_error(
+                exc.__cause__ or exc, upstream="The model endpoint", started=started
+            ) from exc
         except openai.RateLimitError as exc:
             raise RateLimited(
                 "The model endpoint is rate limiting; try again shortly.",
@@ -116,14 +111,20 @@ class OpenAIProvider:
                 upstream_code=exc.status_code,
                 logid=exc.request_id,
             ) from exc
-        except _TIMEOUTS as exc:
-            raise UpstreamTimeout("The model endpoint stopped sending.") from exc
-        except _TRANSPORT_ERRORS as exc:
-            # A stream cut mid-reply surfaces as a raw httpx error from the SDK.
-            raise UpstreamUnavailable("The connection to the model endpoint broke.") from exc
+        except TRANSPORT_ERRORS as exc:
+            # The SDK lets transport errors raised while iterating a stream escape raw.
+            raise transport_error(exc, upstream="The model endpoint", started=True) from exc
         except openai.OpenAIError as exc:
             # Includes errors sent inside the stream; their text may echo the request.
             raise UpstreamError("The model endpoint failed mid-reply.") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
+            # A chunk that is not JSON (`data: {not json`) or not a chunk's shape
+            # (`"choices": null`): the upstream is broken, the turn must say so.
+            log.warning("unreadable chunk from the model endpoint", exc_info=exc)
+            raise UpstreamError(
+                "The model endpoint sent a reply the gateway could not read.",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from exc
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -70,16 +70,13 @@ class SessionPage:
     next_cursor: str | None
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 async def list_sessions(
     db: DbSession,
     *,
     limit: int,
     after: str | None = None,
     tenant_id: str | None = None,
+    tenant: str | None = None,
     state: SessionState | None = None,
     active_before: datetime | None = None,
     active_after: datetime | None = None,
@@ -90,7 +87,8 @@ async def list_sessions(
 
     Keyset pagination: ``after`` is the previous page's ``next_cursor``; the page holds
     only sessions strictly after it in that order, so sessions created meanwhile (which
-    sort first) never shift later pages. Filters: ``tenant_id``; ``state`` (``active``:
+        sort first) never shift later pages. Filters: ``tenant_id``; ``tenant`` (a tenant's
+    name or id; an unknown one matches nothing); ``state`` (``active``:
     ``expires_at > now``, ``expired``: the rest); ``active_before`` (exclusive) and
     ``active_after`` (inclusive) bound ``last_active_at``; ``search`` matches a session id
     or ``session_name`` prefix or a substring of the end user's name (case-insensitive).
@@ -107,6 +105,9 @@ async def list_sessions(
         )
     if tenant_id is not None:
         where.append(SessionRow.tenant_id == tenant_id)
+    if tenant is not None:
+        named = select(TenantRow.id).where(TenantRow.name == tenant).scalar_subquery()
+        where.append(or_(SessionRow.tenant_id == tenant, SessionRow.tenant_id == named))
     if state == "active":
         where.append(SessionRow.expires_at > now)
     elif state == "expired":
@@ -116,12 +117,13 @@ async def list_sessions(
     if active_after is not None:
         where.append(SessionRow.last_active_at >= active_after)
     if search is not None and search.strip():
-        term = _escape_like(search.strip())
+        term = search.strip()
+        # autoescape: % and _ in the search are literal characters, not wildcards.
         where.append(
             or_(
-                SessionRow.id.like(term.lower() + "%", escape="\\"),
-                SessionRow.session_name.like(term + "%", escape="\\"),
-                SessionRow.external_user.ilike("%" + term + "%", escape="\\"),
+                SessionRow.id.startswith(term.lower(), autoescape=True),
+                SessionRow.session_name.startswith(term, autoescape=True),
+                SessionRow.external_user.icontains(term, autoescape=True),
             )
         )
     rows = (
@@ -235,6 +237,47 @@ async def _counts_by_conversation(db: DbSession, session_id: str) -> dict[str, i
     return {conversation_id: int(n) for conversation_id, n in result.all()}
 
 
+# ------------------------------------------------------------------ tenants
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSummary:
+    """A tenant as the operator sees it: the row and how many sessions it has."""
+
+    tenant: TenantRow
+    sessions: int
+
+
+async def list_tenants(db: DbSession) -> list[TenantSummary]:
+    """Every tenant with its session count: active ones first, then revoked ones,
+    each group oldest first."""
+    counts = dict(
+        (
+            await db.execute(
+                select(SessionRow.tenant_id, func.count())
+                .where(SessionRow.tenant_id.is_not(None))
+                .group_by(SessionRow.tenant_id)
+            )
+        ).all()
+    )
+    rows = (
+        await db.scalars(
+            select(TenantRow).order_by(
+                TenantRow.revoked_at.is_not(None), TenantRow.created_at, TenantRow.name
+            )
+        )
+    ).all()
+    return [TenantSummary(row, int(counts.get(row.id, 0))) for row in rows]
+
+
+async def tenant_summary(db: DbSession, tenant: TenantRow) -> TenantSummary:
+    """``tenant`` with its session count."""
+    count = await db.scalar(
+        select(func.count()).select_from(SessionRow).where(SessionRow.tenant_id == tenant.id)
+    )
+    return TenantSummary(tenant, int(count or 0))
+
+
 # ------------------------------------------------------------------ stats
 
 
@@ -246,12 +289,14 @@ class Stats:
     pairs, oldest first, the last one the current minute. ``reply_tokens``: sum of the
     stored replies' completion tokens (all stored messages; the last hour separately).
     ``errors_by_code``: stored replies that ended with a provider error, by error code.
+    ``tenants`` counts active tenants only; revoked ones are ``tenants_revoked``.
     Figures cover what is stored: cleanup removes expired sessions' messages.
     """
 
     sessions_total: int
     sessions_active: int
     tenants: int
+    tenants_revoked: int
     turns_per_minute: list[tuple[datetime, int]]
     reply_tokens: int
     reply_tokens_last_hour: int
@@ -277,7 +322,18 @@ def _bucket_key(value: Any) -> datetime:
 async def stats(db: DbSession, *, now: datetime) -> Stats:
     """Gateway-wide figures for the dashboard (see ``Stats``); bucketing is done in SQL."""
     total, active = await count_sessions(db, now=now)
-    tenants = await db.scalar(select(func.count()).select_from(TenantRow)) or 0
+    tenants = (
+        await db.scalar(
+            select(func.count()).select_from(TenantRow).where(TenantRow.revoked_at.is_(None))
+        )
+        or 0
+    )
+    revoked = (
+        await db.scalar(
+            select(func.count()).select_from(TenantRow).where(TenantRow.revoked_at.is_not(None))
+        )
+        or 0
+    )
 
     current = now.astimezone(UTC).replace(second=0, microsecond=0)
     start = current - timedelta(minutes=STATS_WINDOW_MINUTES - 1)
@@ -312,6 +368,7 @@ async def stats(db: DbSession, *, now: datetime) -> Stats:
         sessions_total=total,
         sessions_active=active,
         tenants=int(tenants),
+        tenants_revoked=int(revoked),
         turns_per_minute=series,
         reply_tokens=int(reply_tokens),
         reply_tokens_last_hour=int(recent_tokens),
@@ -327,9 +384,12 @@ __all__ = [
     "SessionState",
     "SessionSummary",
     "Stats",
+    "TenantSummary",
     "decode_cursor",
     "encode_cursor",
     "list_sessions",
+    "list_tenants",
     "session_detail",
     "stats",
+    "tenant_summary",
 ]

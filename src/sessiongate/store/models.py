@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -60,7 +62,11 @@ class Base(DeclarativeBase):
 
 
 class TenantRow(Base):
-    """An application that uses the gateway; it owns one API key (stored as a hash)."""
+    """An application that uses the gateway; it owns one current API key (stored as a hash).
+
+    Keys replaced by a rotation that still work for a grace period are ``TenantKeyRow``s.
+    ``allow_system_prompt``: whether the tenant's clients may send their own system prompt.
+    """
 
     __tablename__ = "tenants"
 
@@ -71,6 +77,22 @@ class TenantRow(Base):
     api_key_prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    allow_system_prompt: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TenantKeyRow(Base):
+    """A tenant's previous API key, replaced by a rotation, accepted until ``expires_at``."""
+
+    __tablename__ = "tenant_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class SessionRow(Base):
@@ -114,6 +136,9 @@ class ConversationRow(Base):
     title: Mapped[str | None] = mapped_column(String(120), nullable=True)
     # The provider's own conversation id bound to this one (Coze upstream history mode).
     upstream_conversation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The highest message position handed out; a turn takes the next two in one UPDATE,
+    # so positions stay unique and gap-free however many processes write.
+    next_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -121,15 +146,19 @@ class ConversationRow(Base):
 class MessageRow(Base):
     """One message. ``position`` orders a conversation; ``status`` tells how a reply ended.
 
-    ``status``: ``complete``; ``incomplete`` (the client left mid-stream, the partial
-    text is kept); ``error`` (the provider failed; ``error_code`` and ``upstream_logid``
-    say why).
+    ``status``: ``complete``; ``streaming`` (being generated now; its text is saved as it
+    grows); ``incomplete`` (stopped by the user or cut at the reply cap, the partial
+    text is kept; ``finish_reason`` says which); ``error`` (the provider failed;
+    ``error_code`` and ``upstream_logid`` say why); ``interrupted`` (the process running
+    the turn died; found and marked by the recovery sweep).
     """
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("conversation_id", "position", name="uq_messages_conversation_position"),
         Index("ix_messages_session", "session_id"),
+        Index("ix_messages_status", "status"),
+        Index("ix_messages_feedback", "feedback", "feedback_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -148,6 +177,14 @@ class MessageRow(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     upstream_logid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # ``stop`` or ``length`` (token limit or reply cap), or ``cancelled`` (stopped).
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Set by ``POST /api/conversations/{id}/stop`` on any replica; the running turn reads
+    # it back each time it saves its progress.
+    stop_requested: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    # The end user's rating of a reply: "up", "down" or NULL (store/feedback.py).
+    feedback: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class LeaseRow(Base):
@@ -166,6 +203,7 @@ __all__ = [
     "ConversationRow",
     "MessageRow",
     "SessionRow",
+    "TenantKeyRow",
     "TenantRow",
     "UTCDateTime",
     "new_id",

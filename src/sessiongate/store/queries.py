@@ -161,16 +161,6 @@ async def get_conversation(db: DbSession, session_id: str, conversation_id: str)
     return row
 
 
-async def latest_conversation(db: DbSession, session_id: str) -> ConversationRow | None:
-    """The session's most recently active conversation, or None."""
-    return await db.scalar(
-        select(ConversationRow)
-        .where(ConversationRow.session_id == session_id)
-        .order_by(ConversationRow.updated_at.desc(), ConversationRow.created_at.desc())
-        .limit(1)
-    )
-
-
 async def list_conversations(
     db: DbSession, session_id: str, *, limit: int | None = None, offset: int = 0
 ) -> tuple[Sequence[tuple[ConversationRow, int]], int]:
@@ -196,6 +186,16 @@ async def list_conversations(
         .where(ConversationRow.session_id == session_id)
     )
     return [(c, int(n)) for c, n in rows.all()], total or 0
+
+
+async def rename_conversation(
+    db: DbSession, session_id: str, conversation_id: str, title: str
+) -> ConversationRow:
+    """Set the conversation's title. Raises ``NotFound`` unless it is the session's."""
+    row = await get_conversation(db, session_id, conversation_id)
+    row.title = title
+    await db.flush()
+    return row
 
 
 async def delete_conversation(db: DbSession, session_id: str, conversation_id: str) -> None:
@@ -256,21 +256,17 @@ async def append_message(
 ) -> MessageRow:
     """Append a message at the end of ``conversation`` and bump its ``updated_at``.
 
-    The caller holds the session's turn lock, so positions cannot race; the unique
-    (conversation_id, position) constraint would refuse it if they did.
+    The position comes from the conversation's counter in one UPDATE, so concurrent
+    writers on any process get distinct positions. Raises ``NotFound`` if the
+    conversation is gone.
     """
     now = now or utcnow()
-    last = await db.scalar(
-        select(func.max(MessageRow.position)).where(
-            MessageRow.session_id == conversation.session_id,
-            MessageRow.conversation_id == conversation.id,
-        )
-    )
+    position = await _allocate_positions(db, conversation.session_id, conversation.id, 1, now)
     row = MessageRow(
         id=new_id(),
         session_id=conversation.session_id,
         conversation_id=conversation.id,
-        position=(last or 0) + 1,
+        position=position,
         role=role,
         content=content,
         status=status,
@@ -281,32 +277,36 @@ async def append_message(
         upstream_logid=upstream_logid,
     )
     db.add(row)
-    values: dict[str, object] = {"updated_at": now}
     if conversation.title is None and role == "user":
-        values["title"] = _title_from(content)
-        conversation.title = str(values["title"])
-    await db.execute(
-        update(ConversationRow)
-        .where(
-            ConversationRow.id == conversation.id,
-            ConversationRow.session_id == conversation.session_id,
+        conversation.title = _title_from(content)
+        await db.execute(
+            update(ConversationRow)
+            .where(
+                ConversationRow.id == conversation.id,
+                ConversationRow.session_id == conversation.session_id,
+                ConversationRow.title.is_(None),
+            )
+            .values(title=conversation.title)
         )
-        .values(**values)
-    )
     conversation.updated_at = now
     await db.flush()
     return row
 
 
-async def bind_upstream_conversation(
-    db: DbSession, session_id: str, conversation_id: str, upstream_id: str
-) -> None:
-    """Remember the provider's conversation id for this gateway conversation."""
-    await db.execute(
+async def _allocate_positions(
+    db: DbSession, session_id: str, conversation_id: str, count: int, now: datetime
+) -> int:
+    """Take the next ``count`` positions of the conversation; returns the first. One
+    UPDATE ... RETURNING, atomic on SQLite and PostgreSQL. Raises ``NotFound``."""
+    last = await db.scalar(
         update(ConversationRow)
         .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
-        .values(upstream_conversation_id=upstream_id)
+        .values(next_position=ConversationRow.next_position + count, updated_at=now)
+        .returning(ConversationRow.next_position)
     )
+    if last is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return int(last) - count + 1
 
 
 def _title_from(content: str) -> str:
@@ -317,7 +317,6 @@ def _title_from(content: str) -> str:
 __all__ = [
     "SessionCounts",
     "append_message",
-    "bind_upstream_conversation",
     "count_session_data",
     "count_sessions",
     "create_conversation",
@@ -327,10 +326,10 @@ __all__ = [
     "delete_session",
     "get_conversation",
     "get_session",
-    "latest_conversation",
     "list_conversations",
     "list_messages",
     "new_session_name",
+    "rename_conversation",
     "session_for_principal",
     "touch_session",
 ]

@@ -13,6 +13,8 @@
   const STATS_REFRESH_MS = 30_000;
   const SVG_NS = "http://www.w3.org/2000/svg";
 
+  const i18n = window.sgI18n;
+  const t = i18n.t;
   const $ = (id) => document.getElementById(id);
   const el = {
     topbarActions: $("topbar-actions"),
@@ -58,6 +60,24 @@
     detailDelete: $("detail-delete"),
     detailHiddenNote: $("detail-hidden-note"),
     detailConversations: $("detail-conversations"),
+    statsFeedbackDown: $("stats-feedback-down"),
+    statsFeedback: $("stats-feedback"),
+    feedbackRating: $("feedback-rating"),
+    feedbackBody: $("feedback-body"),
+    feedbackEmpty: $("feedback-empty"),
+    language: $("language-select"),
+    tenantsCard: $("tenants-card"),
+    tenantForm: $("tenant-form"),
+    tenantName: $("tenant-name"),
+    tenantSystemPrompt: $("tenant-system-prompt"),
+    tenantsBody: $("tenants-body"),
+    tenantsEmpty: $("tenants-empty"),
+    tenantKeyBox: $("tenant-key-box"),
+    tenantKeyText: $("tenant-key-text"),
+    tenantKey: $("tenant-key"),
+    tenantKeyCopy: $("tenant-key-copy"),
+    tenantKeyGrace: $("tenant-key-grace"),
+    serviceInfo: $("service-info"),
   };
 
   const state = {
@@ -87,11 +107,13 @@
 
   /** Calls the admin API; returns parsed JSON or throws ApiError. */
   async function api(path, options = {}) {
+    const headers = { Accept: "application/json", Authorization: "Bearer " + token() };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       ...options,
       credentials: "omit",
       cache: "no-store",
-      headers: { Accept: "application/json", Authorization: "Bearer " + token() },
+      headers,
     });
     if (response.ok) return response.json();
     let code = "http_" + response.status;
@@ -111,14 +133,14 @@
   /** Shows an error; 401/403 also sign out, with a message saying why. */
   function handleError(err) {
     if (err instanceof ApiError && err.status === 401) {
-      signOut("The admin token was not accepted (" + err.message + "). Sign in again.");
+      signOut(t("admin.notAccepted", { reason: err.message }));
       return;
     }
     if (err instanceof ApiError && err.status === 403) {
-      signOut("These credentials do not have admin rights.");
+      signOut(t("admin.notAdmin"));
       return;
     }
-    showBanner(err instanceof ApiError ? err.message : "The gateway could not be reached.");
+    showBanner(err instanceof ApiError ? err.message : t("admin.unreachable"));
   }
 
   function showBanner(text) {
@@ -133,23 +155,18 @@
 
   // ---------------------------------------------------------------- formatting
 
-  const numberFormat = new Intl.NumberFormat();
-  const timeFormat = new Intl.DateTimeFormat(undefined, {
+  // Numbers and times per the page's language (i18n.js).
+  const fmtNumber = (n) => i18n.formatNumber(n);
+  const fmtTime = (iso) => i18n.formatDateTime(iso, {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
   });
-  const fullTimeFormat = new Intl.DateTimeFormat(undefined, {
-    dateStyle: "medium", timeStyle: "medium",
-  });
-
-  const fmtNumber = (n) => numberFormat.format(n);
-  const fmtTime = (iso) => timeFormat.format(new Date(iso));
-  const fmtFullTime = (iso) => fullTimeFormat.format(new Date(iso));
+  const fmtFullTime = (iso) => i18n.formatDateTime(iso, { dateStyle: "medium", timeStyle: "medium" });
 
   function fmtAgo(iso) {
     const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
-    if (seconds < 60) return "just now";
-    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
-    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+    if (seconds < 60) return t("admin.justNow");
+    if (seconds < 3600) return t("admin.minAgo", { count: Math.floor(seconds / 60) });
+    if (seconds < 86400) return t("admin.hAgo", { count: Math.floor(seconds / 3600) });
     return fmtTime(iso);
   }
 
@@ -178,6 +195,9 @@
     clearInterval(state.statsTimer);
     state.statsTimer = null;
     el.tbody.replaceChildren();
+    // A key shown once must not stay on screen for the next person.
+    el.tenantKeyBox.hidden = true;
+    el.tenantKey.textContent = "";
     hideBanner();
     showSignIn(message);
   }
@@ -201,7 +221,7 @@
     el.topbarActions.hidden = false;
     renderChart(state.points); // now that the chart has a size
     resetPaging();
-    await loadSessions();
+    await Promise.all([loadSessions(), loadFeedback(), loadServiceInfo(), loadTenants()]);
     clearInterval(state.statsTimer);
     state.statsTimer = setInterval(() => {
       if (document.visibilityState === "visible") loadStats().catch(handleError);
@@ -216,13 +236,18 @@
     el.statsTotal.textContent = fmtNumber(stats.sessions_total);
     el.statsTurns.textContent = fmtNumber(stats.turns_last_hour);
     el.statsTokens.textContent = fmtNumber(stats.reply_tokens);
-    el.statsTokensHour.textContent = fmtNumber(stats.reply_tokens_last_hour) + " in the last hour";
+    el.statsTokensHour.textContent = t("admin.stats.tokensHour", { count: stats.reply_tokens_last_hour });
     el.statsTenants.textContent = fmtNumber(stats.tenants);
     const errors = Object.entries(stats.errors_by_code).sort((a, b) => b[1] - a[1]);
     el.statsErrors.textContent = fmtNumber(errors.reduce((sum, [, n]) => sum + n, 0));
     el.statsErrorsList.replaceChildren(
       ...errors.slice(0, 4).map(([code, n]) => node("li", "", code + ": " + fmtNumber(n)))
     );
+    const feedback = stats.feedback || {};
+    el.statsFeedbackDown.textContent = fmtNumber(feedback.down || 0);
+    el.statsFeedback.textContent = t("admin.stats.feedbackDetail", {
+      up: feedback.up || 0, down: feedback.down || 0,
+    });
     state.points = stats.turns_per_minute;
     if (!el.dashboard.hidden) renderChart(state.points);
   }
@@ -252,8 +277,8 @@
     };
     label(left - 6, top + 10, fmtNumber(peak), "end");
     label(left - 6, top + plotH, "0", "end");
-    label(left, height - 3, "60 min ago", "start");
-    label(width, height - 3, "now", "end");
+    label(left, height - 3, t("admin.chart.start"), "start");
+    label(width, height - 3, t("admin.chart.now"), "end");
 
     points.forEach((p, i) => {
       const x = left + i * slot + (slot - barW) / 2;
@@ -267,13 +292,13 @@
         rx: Math.min(2, barW / 2),
       });
       const title = svg("title", {});
-      title.textContent = fmtTime(p.minute) + " · " + fmtNumber(p.turns) + " turns";
+      title.textContent = t("admin.chart.bar", { time: fmtTime(p.minute), count: p.turns });
       bar.append(title);
       root.append(bar);
     });
     el.chart.replaceChildren(root);
     const max = Math.max(0, ...points.map((p) => p.turns));
-    el.chartPeak.textContent = "peak " + fmtNumber(max) + "/min";
+    el.chartPeak.textContent = t("admin.chart.peak", { count: max });
   }
 
   // ---------------------------------------------------------------- sessions table
@@ -332,7 +357,7 @@
     const open = node("button", "session-open", s.id.slice(0, 8) + "…");
     open.type = "button";
     open.title = s.id;
-    open.setAttribute("aria-label", "Open session " + s.id);
+    open.setAttribute("aria-label", t("admin.openSession", { id: s.id }));
     idCell.append(open);
 
     const user = node("td", "cell-user");
@@ -343,13 +368,13 @@
     const active = node("td", "cell-time", fmtAgo(s.last_active_at));
     active.title = fmtFullTime(s.last_active_at);
     const stateCell = node("td", "col-wide");
-    stateCell.append(node("span", "badge badge-" + s.state, s.state));
-    stateCell.title = "expires " + fmtFullTime(s.expires_at);
+    stateCell.append(node("span", "badge badge-" + s.state, t("admin.state." + s.state)));
+    stateCell.title = t("admin.expires", { time: fmtFullTime(s.expires_at) });
 
     const actions = node("td", "cell-actions");
-    const del = node("button", "delete-session", "Delete");
+    const del = node("button", "delete-session", t("admin.delete"));
     del.type = "button";
-    del.setAttribute("aria-label", "Delete session " + s.id);
+    del.setAttribute("aria-label", t("admin.deleteSessionLabel", { id: s.id }));
     del.addEventListener("click", (event) => {
       event.stopPropagation();
       deleteSession(s.id);
@@ -383,7 +408,7 @@
       detail = await api("/api/admin/sessions/" + encodeURIComponent(id));
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
-        showBanner("That session no longer exists.");
+        showBanner(t("admin.sessionGone"));
         await loadSessions();
       } else {
         handleError(err);
@@ -394,23 +419,23 @@
     const s = detail.session;
     el.detail.dataset.id = s.id;
     el.detailMeta.replaceChildren(
-      ...metaRow("Session id", s.id, true),
-      ...metaRow("Session name", s.session_name, true),
-      ...metaRow("Kind", s.kind),
-      ...metaRow("Tenant", s.tenant_name ? `${s.tenant_name} (${s.tenant_id})` : null),
-      ...metaRow("User", s.user),
-      ...(s.issuer ? metaRow("Issuer", s.issuer) : []),
-      ...metaRow("State", s.state),
-      ...metaRow("Created", fmtFullTime(s.created_at)),
-      ...metaRow("Last active", fmtFullTime(s.last_active_at)),
-      ...metaRow("Expires", fmtFullTime(s.expires_at)),
-      ...metaRow("Conversations", fmtNumber(s.conversation_count)),
-      ...metaRow("Messages", fmtNumber(s.message_count)),
+      ...metaRow(t("admin.meta.id"), s.id, true),
+      ...metaRow(t("admin.meta.name"), s.session_name, true),
+      ...metaRow(t("admin.meta.kind"), s.kind),
+      ...metaRow(t("admin.meta.tenant"), s.tenant_name ? `${s.tenant_name} (${s.tenant_id})` : null),
+      ...metaRow(t("admin.meta.user"), s.user),
+      ...(s.issuer ? metaRow(t("admin.meta.issuer"), s.issuer) : []),
+      ...metaRow(t("admin.meta.state"), t("admin.state." + s.state)),
+      ...metaRow(t("admin.meta.created"), fmtFullTime(s.created_at)),
+      ...metaRow(t("admin.meta.lastActive"), fmtFullTime(s.last_active_at)),
+      ...metaRow(t("admin.meta.expires"), fmtFullTime(s.expires_at)),
+      ...metaRow(t("admin.meta.conversations"), fmtNumber(s.conversation_count)),
+      ...metaRow(t("admin.meta.messages"), fmtNumber(s.message_count)),
     );
     el.detailHiddenNote.hidden = detail.content_visible;
     el.detailConversations.replaceChildren(...detail.conversations.map(conversationBlock));
     if (!detail.conversations.length) {
-      el.detailConversations.append(node("p", "muted small", "No conversations."));
+      el.detailConversations.append(node("p", "muted small", t("admin.noConversations")));
     }
     el.detail.hidden = false;
     el.detailBackdrop.hidden = false;
@@ -422,8 +447,9 @@
     box.dataset.id = c.id;
     const head = node("div", "conversation-head");
     head.append(
-      node("span", "conversation-title", c.title || (c.messages ? "Untitled" : c.id)),
-      node("span", "conversation-meta", `${fmtNumber(c.message_count)} msgs · ${fmtTime(c.updated_at)}`),
+      node("span", "conversation-title", c.title || (c.messages ? t("admin.untitled") : c.id)),
+      node("span", "conversation-meta",
+        `${t("admin.msgs", { count: c.message_count })} · ${fmtTime(c.updated_at)}`),
     );
     box.append(head);
     if (c.messages) {
@@ -431,11 +457,13 @@
       for (const m of c.messages) {
         const msg = node("div", "message message-" + (m.role === "user" ? "user" : "assistant"));
         msg.dataset.status = m.status;
+        if (m.feedback) msg.dataset.feedback = m.feedback;
         msg.append(node("div", "message-content", m.content));
         const note = [fmtTime(m.created_at)];
         if (m.status !== "complete") note.push(m.status);
         if (m.error_code) note.push(m.error_code);
-        if (m.completion_tokens) note.push(fmtNumber(m.completion_tokens) + " tokens");
+        if (m.completion_tokens) note.push(t("admin.tokensCount", { count: m.completion_tokens }));
+        if (m.feedback) note.push(t("admin.rating." + m.feedback));
         msg.append(node("span", "message-note", note.join(" · ")));
         list.append(msg);
       }
@@ -455,14 +483,14 @@
   // ---------------------------------------------------------------- actions
 
   async function deleteSession(id) {
-    if (!confirm(`Delete session ${id} with all its conversations and messages?`)) return;
+    if (!confirm(t("admin.deleteConfirm", { id }))) return;
     try {
       const result = await api("/api/admin/sessions/" + encodeURIComponent(id), { method: "DELETE" });
       hideBanner();
       el.cleanupResult.classList.add("ok");
-      el.cleanupResult.textContent =
-        `Deleted session ${id.slice(0, 8)}… (${result.conversations} conversations, ` +
-        `${result.messages} messages).`;
+      el.cleanupResult.textContent = t("admin.deletedSession", {
+        id: id.slice(0, 8) + "…", conversations: result.conversations, messages: result.messages,
+      });
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 404)) {
         handleError(err);
@@ -474,17 +502,18 @@
   }
 
   async function runCleanup() {
-    if (!confirm("Delete every expired session now?")) return;
+    if (!confirm(t("admin.cleanupConfirm"))) return;
     el.runCleanup.disabled = true;
     el.cleanupResult.classList.remove("ok");
-    el.cleanupResult.textContent = "Cleaning up…";
+    el.cleanupResult.textContent = t("admin.cleaning");
     try {
       const r = await api("/api/admin/cleanup", { method: "POST" });
       el.cleanupResult.classList.add("ok");
       el.cleanupResult.textContent = r.skipped
-        ? "Another cleanup is running; nothing was deleted."
-        : `Deleted ${fmtNumber(r.sessions)} expired sessions, ` +
-          `${fmtNumber(r.conversations)} conversations, ${fmtNumber(r.messages)} messages.`;
+        ? t("admin.cleanupSkipped")
+        : t("admin.cleanupDone", {
+          sessions: r.sessions, conversations: r.conversations, messages: r.messages,
+        });
     } catch (err) {
       el.cleanupResult.textContent = "";
       handleError(err);
@@ -495,6 +524,229 @@
     resetPaging();
     await Promise.all([loadSessions(), loadStats().catch(handleError)]);
   }
+
+  // ---------------------------------------------------------------- feedback
+
+  /** Rated replies, most recently rated first, filtered by the rating select. */
+  async function loadFeedback() {
+    const params = new URLSearchParams({ limit: "50" });
+    if (el.feedbackRating.value) params.set("rating", el.feedbackRating.value);
+    let page;
+    try {
+      page = await api("/api/admin/feedback?" + params.toString());
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    el.feedbackBody.replaceChildren(...page.items.map(feedbackRow));
+    el.feedbackEmpty.hidden = page.items.length > 0;
+  }
+
+  function feedbackRow(item) {
+    const tr = node("tr", "feedback-row");
+    tr.dataset.messageId = item.message_id;
+    tr.dataset.rating = item.rating;
+    const when = node("td", "cell-time", fmtAgo(item.rated_at));
+    when.title = fmtFullTime(item.rated_at);
+    const rating = node("td");
+    rating.append(node("span", "badge badge-" + item.rating, t("admin.rating." + item.rating)));
+    const question = node("td", "cell-text");
+    question.append(node("span", "truncate", item.question === null ? t("admin.hidden") : item.question));
+    const reply = node("td", "cell-text col-wide");
+    reply.append(node("span", "truncate", item.reply === null ? t("admin.hidden") : item.reply));
+    const session = node("td");
+    const open = node("button", "session-open", item.session_id.slice(0, 8) + "…");
+    open.type = "button";
+    open.setAttribute("aria-label", t("admin.openSession", { id: item.session_id }));
+    session.append(open);
+    tr.append(when, rating, question, reply, session);
+    tr.addEventListener("click", () => openDetail(item.session_id));
+    return tr;
+  }
+
+  // ---------------------------------------------------------------- tenants
+
+  /** The tenants panel; hidden on a gateway without the tenants API (404). */
+  async function loadTenants() {
+    let data;
+    try {
+      data = await api("/api/admin/tenants");
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
+        el.tenantsCard.hidden = true;
+        return;
+      }
+      handleError(err);
+      return;
+    }
+    el.tenantsCard.hidden = false;
+    el.tenantsBody.replaceChildren(...data.tenants.map(tenantRow));
+    el.tenantsEmpty.hidden = data.tenants.length > 0;
+  }
+
+  function tenantRow(tenant) {
+    const tr = node("tr", "tenant-row");
+    tr.dataset.name = tenant.name;
+    const revoked = Boolean(tenant.revoked_at);
+    const status = node("td");
+    status.append(node("span", "badge badge-" + (revoked ? "expired" : "active"),
+      t(revoked ? "admin.tenants.revoked" : "admin.tenants.active")));
+    const sessions = node("td", "num");
+    const show = node("button", "session-open", fmtNumber(tenant.sessions || 0));
+    show.type = "button";
+    show.setAttribute("aria-label", t("admin.tenants.showSessions", { name: tenant.name }));
+    show.addEventListener("click", () => {
+      el.filterTenant.value = tenant.id;
+      resetPaging();
+      loadSessions();
+      el.filterTenant.scrollIntoView({ block: "center" });
+    });
+    sessions.append(show);
+    const actions = node("td", "cell-actions");
+    if (!revoked) {
+      const rotate = node("button", "rotate-tenant", t("admin.tenants.rotate"));
+      rotate.type = "button";
+      rotate.setAttribute("aria-label", t("admin.tenants.rotateLabel", { name: tenant.name }));
+      rotate.addEventListener("click", () => rotateTenant(tenant));
+      const revoke = node("button", "delete-session revoke-tenant", t("admin.tenants.revoke"));
+      revoke.type = "button";
+      revoke.setAttribute("aria-label", t("admin.tenants.revokeLabel", { name: tenant.name }));
+      revoke.addEventListener("click", () => revokeTenant(tenant));
+      actions.append(rotate, revoke);
+    }
+    tr.append(
+      node("td", "cell-user", tenant.name),
+      node("td", "mono", tenant.key_prefix + "…"),
+      node("td", "col-wide cell-time", fmtTime(tenant.created_at)),
+      status,
+      node("td", "col-wide", t(tenant.allow_system_prompt ? "admin.tenants.yes" : "admin.tenants.no")),
+      sessions,
+      actions,
+    );
+    return tr;
+  }
+
+  /** Shows a new API key once, with a Copy button; it is never shown again. */
+  function showKey(name, apiKey, previousExpiresAt) {
+    el.tenantKeyText.textContent = t("admin.tenants.newKey", { name });
+    el.tenantKey.textContent = apiKey;
+    el.tenantKeyGrace.hidden = !previousExpiresAt;
+    el.tenantKeyGrace.textContent = previousExpiresAt
+      ? t("admin.tenants.oldKeyUntil", { time: fmtFullTime(previousExpiresAt) }) : "";
+    el.tenantKeyBox.hidden = false;
+  }
+
+  async function createTenant() {
+    const name = el.tenantName.value.trim();
+    if (!name) return;
+    try {
+      const result = await api("/api/admin/tenants", {
+        method: "POST",
+        body: JSON.stringify({ name, allow_system_prompt: el.tenantSystemPrompt.checked }),
+      });
+      el.tenantForm.reset();
+      showKey(result.tenant.name, result.api_key, null);
+      hideBanner();
+    } catch (err) {
+      if (err instanceof ApiError && err.code === "tenant_exists") {
+        showBanner(t("errors.tenant_exists"));
+        return;
+      }
+      handleError(err);
+      return;
+    }
+    await Promise.all([loadTenants(), loadStats().catch(handleError)]);
+  }
+
+  async function rotateTenant(tenant) {
+    const answer = prompt(t("admin.tenants.rotatePrompt", { name: tenant.name }), "0");
+    if (answer === null) return;
+    const grace = Math.max(0, Math.floor(Number(answer) || 0));
+    try {
+      const result = await api(`/api/admin/tenants/${encodeURIComponent(tenant.name)}/rotate`, {
+        method: "POST",
+        body: JSON.stringify({ grace_seconds: grace }),
+      });
+      showKey(result.tenant.name, result.api_key, result.previous_key_expires_at);
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    await loadTenants();
+  }
+
+  async function revokeTenant(tenant) {
+    if (!confirm(t("admin.tenants.revokeConfirm", { name: tenant.name }))) return;
+    try {
+      await api(`/api/admin/tenants/${encodeURIComponent(tenant.name)}/revoke`, { method: "POST" });
+    } catch (err) {
+      handleError(err);
+      return;
+    }
+    el.tenantKeyBox.hidden = true;
+    await loadTenants();
+  }
+
+  el.tenantForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    createTenant();
+  });
+  el.tenantKeyCopy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(el.tenantKey.textContent);
+      el.tenantKeyCopy.textContent = t("admin.tenants.copied");
+      setTimeout(() => { el.tenantKeyCopy.textContent = t("admin.tenants.copy"); }, 1500);
+    } catch (_) {
+      // No clipboard access: the key stays selectable on the page.
+    }
+  });
+
+  // ---------------------------------------------------------------- language
+
+  async function loadServiceInfo() {
+    try {
+      const ui = await api("/api/ui");
+      el.serviceInfo.textContent = ui.provider
+        ? t("admin.service", { provider: ui.provider, version: ui.version }) : "";
+    } catch (_) {
+      el.serviceInfo.textContent = "";
+    }
+  }
+
+  async function setUpLanguage() {
+    let ui = { language: "auto", languages: ["en"] };
+    try {
+      const response = await fetch("/api/ui", { credentials: "omit" });
+      if (response.ok) ui = await response.json();
+    } catch (_) {
+      // The defaults apply.
+    }
+    await i18n.use(i18n.pickLanguage(ui.language, ui.languages));
+    const names = await Promise.all(ui.languages.map((tag) => i18n.languageName(tag)));
+    el.language.replaceChildren(...ui.languages.map((tag, i) => {
+      const option = node("option", "", names[i]);
+      option.value = tag;
+      option.lang = tag;
+      return option;
+    }));
+    el.language.value = i18n.language;
+    el.language.setAttribute("aria-label", t("language.label"));
+    i18n.apply();
+    document.title = t("admin.title");
+  }
+
+  el.language.addEventListener("change", async () => {
+    i18n.remember(el.language.value);
+    await i18n.use(el.language.value);
+    i18n.apply();
+    document.title = t("admin.title");
+    if (!el.dashboard.hidden) {
+      await Promise.all([loadStats().catch(handleError), loadSessions(), loadFeedback(),
+        loadServiceInfo(), loadTenants()]);
+      if (state.detailId) openDetail(state.detailId);
+    }
+  });
+  el.feedbackRating.addEventListener("change", loadFeedback);
 
   // ---------------------------------------------------------------- wiring
 
@@ -507,6 +759,8 @@
   el.refresh.addEventListener("click", () => {
     loadStats().catch(handleError);
     loadSessions();
+    loadFeedback();
+    loadTenants();
   });
   el.bannerDismiss.addEventListener("click", hideBanner);
   el.filters.addEventListener("submit", (event) => {
@@ -551,9 +805,11 @@
     }, 150);
   });
 
-  if (token()) {
-    signIn(token());
-  } else {
-    showSignIn("");
-  }
+  setUpLanguage().then(() => {
+    if (token()) {
+      signIn(token());
+    } else {
+      showSignIn("");
+    }
+  });
 })();

@@ -1,0 +1,402 @@
+"""The rows of a turn: opened in one transaction, the reply saved as it grows and
+finished in one statement. Every query is keyed by ``session_id``.
+
+A turn's first transaction takes the conversation's next positions (one UPDATE ...
+RETURNING), inserts the user message and the reply's row (``status="streaming"``)
+together, and reads the context newest-first, at most ``history_limit`` messages; its
+cost does not grow with the conversation. Because the reply's row exists before the
+provider is called, a crash leaves it behind (marked ``interrupted`` by the recovery
+sweep), never a user message without its reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from ..errors import BadRequest, NotFound
+from .database import DbSession
+from .models import ConversationRow, MessageRow, SessionRow, new_id, utcnow
+
+STREAMING = "streaming"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTurn:
+    """What a turn's first transaction created and read.
+
+    ``history``: the context messages, oldest first, ending with the user message this
+    turn answers (error replies and empty texts left out).
+    """
+
+    conversation_id: str
+    upstream_ref: str | None
+    reply_id: str
+    user_message_id: str | None
+    history: Sequence[MessageRow]
+
+
+async def open_turn(
+    db: DbSession,
+    session_id: str,
+    *,
+    text: str | None,
+    conversation_id: str | None,
+    new_conversation: bool = False,
+    regenerate: bool = False,
+    edit_last: bool = False,
+    history_limit: int,
+    touch_ttl: int | None = None,
+    now: datetime | None = None,
+) -> OpenedTurn:
+    """Store the user message (unless ``regenerate``) and the reply's streaming row.
+
+    Without ``conversation_id`` the most recently active conversation continues, or a
+    new one starts (always with ``new_conversation``). ``regenerate`` drops the
+    replies after the last user message and answers it again; ``edit_last`` replaces
+    the last user message with ``text``. ``touch_ttl`` (seconds) also pushes the
+    session's expiry out. Raises ``NotFound`` (the conversation is not the session's,
+    or was deleted) and ``BadRequest`` (``nothing_to_regenerate``).
+    """
+    now = now or utcnow()
+    title = _title_from(text) if text else None
+    rows: list[MessageRow] = []
+    if conversation_id is None and not new_conversation:
+        conversation_id = await db.scalar(
+            select(ConversationRow.id)
+            .where(ConversationRow.session_id == session_id)
+            .order_by(ConversationRow.updated_at.desc(), ConversationRow.created_at.desc())
+            .limit(1)
+        )
+    if conversation_id is None:
+        conversation = ConversationRow(
+            id=new_id(),
+            session_id=session_id,
+            title=title,
+            created_at=now,
+            updated_at=now,
+            next_position=2,
+        )
+        db.add(conversation)
+        assert text is not None
+        user = _message(session_id, conversation.id, 1, "user", text, now)
+        reply = _message(session_id, conversation.id, 2, "assistant", "", now, status=STREAMING)
+        db.add_all([user, reply])
+        await _touch(db, session_id, touch_ttl, now)
+        await db.flush()
+        return OpenedTurn(conversation.id, None, reply.id, user.id, [user])
+
+    if regenerate or edit_last:
+        last_user = await db.scalar(
+            select(MessageRow)
+            .where(
+                MessageRow.session_id == session_id,
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.role == "user",
+            )
+            .order_by(MessageRow.position.desc())
+            .limit(1)
+        )
+        if last_user is None:
+            await _allocate(db, session_id, conversation_id, 0, None, now)  # NotFound first
+            raise BadRequest(
+                "This conversation has no message to answer again.", code="nothing_to_regenerate"
+            )
+        cut = last_user.position if edit_last else last_user.position + 1
+        await db.execute(
+            delete(MessageRow).where(
+                MessageRow.session_id == session_id,
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.position >= cut,
+            )
+        )
+    count = 1 if regenerate else 2
+    first, upstream_ref = await _allocate(db, session_id, conversation_id, count, title, now)
+    user_id = None
+    if not regenerate:
+        assert text is not None
+        user = _message(session_id, conversation_id, first, "user", text, now)
+        user_id = user.id
+        rows.append(user)
+    reply = _message(
+        session_id, conversation_id, first + count - 1, "assistant", "", now, status=STREAMING
+    )
+    rows.append(reply)
+    db.add_all(rows)
+    await _touch(db, session_id, touch_ttl, now)
+    await db.flush()
+    history = (
+        await db.scalars(
+            select(MessageRow)
+            .where(
+                MessageRow.session_id == session_id,
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.position < reply.position,
+                MessageRow.status.not_in(("error", STREAMING)),
+                MessageRow.content != "",
+            )
+            .order_by(MessageRow.position.desc())
+            .limit(history_limit)
+        )
+    ).all()
+    return OpenedTurn(conversation_id, upstream_ref, reply.id, user_id, list(reversed(history)))
+
+
+async def _allocate(
+    db: DbSession,
+    session_id: str,
+    conversation_id: str,
+    count: int,
+    title: str | None,
+    now: datetime,
+) -> tuple[int, str | None]:
+    values: dict[str, Any] = {
+        "next_position": ConversationRow.next_position + count,
+        "updated_at": now,
+    }
+    if title is not None:
+        values["title"] = func.coalesce(ConversationRow.title, title)
+    found = (
+        await db.execute(
+            update(ConversationRow)
+            .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
+            .values(**values)
+            .returning(ConversationRow.next_position, ConversationRow.upstream_conversation_id)
+        )
+    ).first()
+    if found is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return int(found[0]) - count + 1, found[1]
+
+
+async def _touch(db: DbSession, session_id: str, ttl: int | None, now: datetime) -> None:
+    if ttl is not None:
+        await db.execute(
+            update(SessionRow)
+            .where(SessionRow.id == session_id)
+            .values(last_active_at=now, expires_at=now + timedelta(seconds=ttl))
+        )
+
+
+def _message(
+    session_id: str,
+    conversation_id: str,
+    position: int,
+    role: str,
+    content: str,
+    now: datetime,
+    *,
+    status: str = "complete",
+) -> MessageRow:
+    return MessageRow(
+        id=new_id(),
+        session_id=session_id,
+        conversation_id=conversation_id,
+        position=position,
+        role=role,
+        content=content,
+        status=status,
+        created_at=now,
+        stop_requested=False,
+    )
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+async def save_progress(db: DbSession, session_id: str, reply_id: str, content: str) -> bool | None:
+    """Save a streaming reply's text so far; returns whether a stop was requested, or
+    None if the reply is no longer streaming (marked interrupted meanwhile)."""
+    return await db.scalar(
+        update(MessageRow)
+        .where(
+            MessageRow.id == reply_id,
+            MessageRow.session_id == session_id,
+            MessageRow.status == STREAMING,
+        )
+        .values(content=content)
+        .returning(MessageRow.stop_requested)
+    )
+
+
+async def stop_requested(db: DbSession, session_id: str, reply_id: str) -> bool | None:
+    """Whether a stop was requested for the streaming reply (None: not streaming)."""
+    return await db.scalar(
+        select(MessageRow.stop_requested).where(
+            MessageRow.id == reply_id,
+            MessageRow.session_id == session_id,
+            MessageRow.status == STREAMING,
+        )
+    )
+
+
+async def finish_reply(
+    db: DbSession,
+    session_id: str,
+    reply_id: str,
+    *,
+    content: str,
+    status: str,
+    finish_reason: str | None = None,
+    error_code: str | None = None,
+    upstream_logid: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    upstream_ref: str | None = None,
+    conversation_id: str | None = None,
+) -> bool:
+    """Store the reply's final text and status; False if it was no longer streaming.
+
+    ``upstream_ref`` with ``conversation_id`` also binds the provider's conversation id.
+    """
+    result: Any = await db.execute(
+        update(MessageRow)
+        .where(
+            MessageRow.id == reply_id,
+            MessageRow.session_id == session_id,
+            MessageRow.status == STREAMING,
+        )
+        .values(
+            content=content,
+            status=status,
+            finish_reason=finish_reason,
+            error_code=error_code,
+            upstream_logid=upstream_logid,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+    )
+    if upstream_ref is not None and conversation_id is not None:
+        await db.execute(
+            update(ConversationRow)
+            .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
+            .values(upstream_conversation_id=upstream_ref)
+        )
+    return bool(result.rowcount == 1)
+
+
+async def streaming_reply(
+    db: DbSession, session_id: str, conversation_id: str
+) -> MessageRow | None:
+    """The conversation's reply in progress, if any. Raises ``NotFound`` if the
+    conversation is not the session's."""
+    exists = await db.scalar(
+        select(ConversationRow.id).where(
+            ConversationRow.id == conversation_id, ConversationRow.session_id == session_id
+        )
+    )
+    if exists is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    return await db.scalar(
+        select(MessageRow)
+        .where(
+            MessageRow.session_id == session_id,
+            MessageRow.conversation_id == conversation_id,
+            MessageRow.status == STREAMING,
+        )
+        .order_by(MessageRow.position.desc())
+        .limit(1)
+    )
+
+
+async def reply_state(db: DbSession, session_id: str, reply_id: str) -> MessageRow | None:
+    """The reply's row, fresh from the database (for followers on other processes)."""
+    return await db.scalar(
+        select(MessageRow)
+        .where(MessageRow.id == reply_id, MessageRow.session_id == session_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def request_stop(db: DbSession, session_id: str, reply_id: str) -> bool:
+    """Flag a streaming reply to stop; the process running it reads the flag."""
+    result: Any = await db.execute(
+        update(MessageRow)
+        .where(
+            MessageRow.id == reply_id,
+            MessageRow.session_id == session_id,
+            MessageRow.status == STREAMING,
+        )
+        .values(stop_requested=True)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def streaming_replies(db: DbSession, *, limit: int = 500) -> Sequence[tuple[str, str]]:
+    """(message id, session id) of replies marked streaming, for the recovery sweep."""
+    rows = await db.execute(
+        select(MessageRow.id, MessageRow.session_id)
+        .where(MessageRow.status == STREAMING)
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in rows.all()]
+
+
+async def mark_interrupted(db: DbSession, session_id: str, reply_id: str) -> bool:
+    """Mark a reply whose process died ``interrupted`` (its saved text is kept)."""
+    result: Any = await db.execute(
+        update(MessageRow)
+        .where(
+            MessageRow.id == reply_id,
+            MessageRow.session_id == session_id,
+            MessageRow.status == STREAMING,
+        )
+        .values(status="interrupted", error_code="interrupted")
+    )
+    return bool(result.rowcount == 1)
+
+
+async def messages_before(
+    db: DbSession,
+    session_id: str,
+    conversation_id: str,
+    *,
+    before: str | None,
+    limit: int,
+) -> tuple[Sequence[MessageRow], bool]:
+    """The newest ``limit`` messages older than message ``before`` (or the newest), oldest
+    first, and whether older ones exist. Raises ``NotFound`` for a conversation or
+    ``before`` message that is not the session's."""
+    exists = await db.scalar(
+        select(ConversationRow.id).where(
+            ConversationRow.id == conversation_id, ConversationRow.session_id == session_id
+        )
+    )
+    if exists is None:
+        raise NotFound("No such conversation.", code="conversation_not_found")
+    where = [MessageRow.session_id == session_id, MessageRow.conversation_id == conversation_id]
+    if before is not None:
+        position = await db.scalar(
+            select(MessageRow.position).where(*where, MessageRow.id == before)
+        )
+        if position is None:
+            raise NotFound("No such message in this conversation.", code="message_not_found")
+        where.append(MessageRow.position < position)
+    rows = (
+        await db.scalars(
+            select(MessageRow).where(*where).order_by(MessageRow.position.desc()).limit(limit + 1)
+        )
+    ).all()
+    return list(reversed(rows[:limit])), len(rows) > limit
+
+
+__all__ = [
+    "STREAMING",
+    "OpenedTurn",
+    "finish_reply",
+    "mark_interrupted",
+    "messages_before",
+    "open_turn",
+    "reply_state",
+    "request_stop",
+    "save_progress",
+    "stop_requested",
+    "streaming_replies",
+    "streaming_reply",
+]
