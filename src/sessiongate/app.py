@@ -37,7 +37,7 @@ from .providers import Provider
 from .ratelimit import ClientLimiter, TurnLimiter
 from .replies import RedisReplyStream
 from .sessions import SessionService, run_cleanup_periodically
-from .store import create_engine, create_sessionmaker
+from .store import create_engine, create_reader, create_sessionmaker
 from .store.migration_lock import migrate_exclusively
 from .upstreams import build_provider
 
@@ -152,6 +152,7 @@ def create_app(
                 settings=settings,
                 engine=engine,
                 sessionmaker=sessionmaker,
+                reader=create_reader(engine),
                 tokens=SessionTokens(settings.resolve_secret_key(), ttl=settings.session_idle_ttl),
                 provider=active,
                 chat=chat,

@@ -19,7 +19,9 @@ then one ``done`` or ``error``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,8 @@ from .store import DbSession, MessageRow
 from .store import turns as t
 
 Frame = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 _FINAL = ("done", "error")
 
@@ -132,23 +136,74 @@ class RedisReplyStream:
     ``ttl``: seconds a finished reply's stream is kept (a follower arriving late still
     finds the end). Streams are keyed by the message id, which only the session's own
     queries can find.
+
+    Frames are written in batches: the first frame of a batch starts a ``batch`` second
+    (default 0.05) timer, and every frame appended meanwhile goes out with it in one
+    pipeline (one round trip). A final frame flushes at once, after the frames before it.
+    So a reply of ~17 frames costs ~4 round trips instead of 17, and a follower on
+    another replica sees text at most ``batch`` seconds later than one on this replica
+    (which reads ``LiveReply`` directly).
     """
 
-    def __init__(self, redis: Redis, *, prefix: str, ttl: int = 120) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, ttl: int = 120, batch: float = 0.05) -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl
+        self._batch = batch
+        self._pending: dict[str, list[str]] = {}
+        self._flushers: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._writes: dict[str, asyncio.Lock] = {}
 
     def _key(self, message_id: str) -> str:
         return f"{self._prefix}reply:{message_id}"
 
     async def append(self, message_id: str, frame: Frame) -> None:
-        key = self._key(message_id)
+        """Queue ``frame``; a final frame returns once it and all before it are stored.
+
+        Raises what the Redis client raises when the final write fails (earlier
+        batches' failures are logged, not raised: followers elsewhere then fall back
+        to the saved row)."""
         data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"f": data})
-            pipe.expire(key, self._ttl if is_final(frame) else 3600)
-            await pipe.execute()
+        flusher = self._flushers.get(message_id)
+        if not is_final(frame):
+            self._pending.setdefault(message_id, []).append(data)
+            if flusher is None:
+                wake = asyncio.Event()
+                task = asyncio.create_task(self._flush_later(message_id, wake))
+                self._flushers[message_id] = (wake, task)
+            return
+        if flusher is not None:  # the batch in waiting goes first, now
+            wake, task = flusher
+            wake.set()
+            await task
+        self._pending.setdefault(message_id, []).append(data)
+        try:
+            await self._write(message_id, final=True)
+        finally:
+            self._writes.pop(message_id, None)
+
+    async def _flush_later(self, message_id: str, wake: asyncio.Event) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._batch):
+                    await wake.wait()
+            del self._flushers[message_id]
+            await self._write(message_id, final=False)
+        except Exception:
+            log.exception("could not publish reply frames to Redis")
+
+    async def _write(self, message_id: str, *, final: bool) -> None:
+        # One write per reply at a time, so batches reach the stream in order.
+        async with self._writes.setdefault(message_id, asyncio.Lock()):
+            frames = self._pending.pop(message_id, [])
+            if not frames:
+                return
+            key = self._key(message_id)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for data in frames:
+                    pipe.xadd(key, {"f": data})
+                pipe.expire(key, self._ttl if final else 3600)
+                await pipe.execute()
 
     async def follow(
         self, message_id: str, *, alive: Callable[[], Awaitable[bool]], poll: float = 1.0

@@ -1,6 +1,13 @@
 """Persistence: models, the engine, migrations and session-keyed queries."""
 
-from .database import DbSession, create_engine, create_sessionmaker, migrate, migrate_sync
+from .database import (
+    DbSession,
+    create_engine,
+    create_reader,
+    create_sessionmaker,
+    migrate,
+    migrate_sync,
+)
 from .models import Base, ConversationRow, MessageRow, SessionRow, TenantRow
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "SessionRow",
     "TenantRow",
     "create_engine",
+    "create_reader",
     "create_sessionmaker",
     "migrate",
     "migrate_sync",
