@@ -157,7 +157,10 @@ def _gateway(
         "SESSIONGATE_SECRET_KEY": SECRET,
         "SESSIONGATE_REDIS_URL": redis_url,
         "SESSIONGATE_REDIS_PREFIX": f"sgbench{os.getpid()}:",
-        "SESSIONGATE_RATE_LIMIT": "100000/minute",  # charged every turn, never refusing
+        # Charged on every turn (their cost is measured), never refusing one.
+        "SESSIONGATE_RATE_LIMIT": "100000/minute",
+        "SESSIONGATE_ANONYMOUS_RATE_LIMIT": "100000/minute",
+        "SESSIONGATE_SESSION_CREATE_RATE_LIMIT": "100000/minute",
         "SESSIONGATE_CLEANUP_INTERVAL": "0",
         "SESSIONGATE_BENCH_SQL_COUNTS": str(counts_file),
         "COZE_API_BASE": fake_url,
@@ -559,6 +562,16 @@ async def _database_run(
             levels.append(level)
             _print_level(level)
     _print_statements(levels[-1])
+    _print_gateway_errors(workdir / "gateway.log")
+
+
+def _print_gateway_errors(log: Path, most: int = 3) -> None:
+    """The first few tracebacks the gateway logged, so an error column has a cause."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")][:most]
+    for i in starts:
+        end = next((j for j in range(i + 1, len(lines)) if lines[j][:1] not in (" ", "")), i)
+        print("\n  gateway log:\n  " + "\n  ".join(lines[max(i - 1, 0) : end + 1][-40:]))
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import Redis
 
 from . import __version__
 from .api import ROUTERS, openai_compat
@@ -35,6 +35,7 @@ from .logs import ensure_logging
 from .metrics import mark_process_dead
 from .providers import Provider
 from .ratelimit import ClientLimiter, TurnLimiter
+from .redis_pool import connect_redis
 from .replies import RedisReplyStream
 from .sessions import SessionService, run_cleanup_periodically
 from .store import create_engine, create_reader, create_sessionmaker
@@ -98,7 +99,11 @@ def create_app(
                 pool_timeout=settings.db_pool_timeout,
             )
             stack.push_async_callback(engine.dispose)
-            redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+            redis_pool: dict[str, Any] = {
+                "max_connections": settings.redis_max_connections,
+                "timeout": settings.redis_pool_timeout,
+            }
+            redis = connect_redis(settings.redis_url, **redis_pool) if settings.redis_url else None
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
             idp = build_identity_provider(settings)  # cheap: fail before loading a model
@@ -117,6 +122,7 @@ def create_app(
                 turn_limit=settings.anonymous_rate_limit,
                 redis_url=settings.redis_url,
                 key_prefix=settings.redis_prefix,
+                redis_pool=redis_pool,
             )
             stack.push_async_callback(clients.aclose)
             limiter = TurnLimiter(
@@ -124,6 +130,7 @@ def create_app(
                 tenant_limit=settings.tenant_rate_limit,
                 redis_url=settings.redis_url,
                 key_prefix=settings.redis_prefix,
+                redis_pool=redis_pool,
             )
             stack.push_async_callback(limiter.aclose)
             chat = ChatService(

@@ -59,6 +59,7 @@ from .replies import Frame, LiveReply, RedisReplyStream, ReplyFollower, ReplyReg
 from .store import DbSession, SessionRow
 from .store import turns as t
 from .store.models import new_id, utcnow
+from .tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class _Outcome:
     error: SessiongateError | None = None
     usage: Usage = field(default_factory=Usage)
     upstream_ref: str | None = None
+    ended: bool = False  # set when the turn finishes: the progress saver stops
 
 
 class ChatService:
@@ -328,8 +330,8 @@ class ChatService:
             outcome.error = SessiongateError("The reply failed; try again.", code="internal_error")
         finally:
             with anyio.CancelScope(shield=True):
-                saver.cancel()
-                await asyncio.gather(saver, return_exceptions=True)
+                outcome.ended = True
+                await stop_task(saver)
                 final = await self._finish(session, opened, live, outcome)
                 # Free the session before telling anyone the reply ended, so a client's
                 # next turn, sent on the final frame, never finds it still busy.
@@ -399,6 +401,8 @@ class ChatService:
         saved = 0
         while True:
             await asyncio.sleep(self.limits.save_interval)
+            if outcome.ended:  # the turn is finishing (see stop_task)
+                return
             try:
                 async with self._sessionmaker() as db, db.begin():
                     if outcome.chars != saved:
@@ -411,6 +415,8 @@ class ChatService:
             except Exception:
                 log.exception("could not save a reply in progress")
                 continue
+            if outcome.ended:
+                return
             if flag is None or flag:
                 live.request_stop("stopped" if flag else "lost")
                 return

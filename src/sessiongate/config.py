@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # database coordinates (correct for several processes, slower).
     redis_url: str | None = None
     redis_prefix: str = "sg:"
+    # Connections per Redis pool, and seconds a command waits for a free one (then 503).
+    redis_max_connections: int = Field(256, ge=1)
+    redis_pool_timeout: float = Field(10.0, gt=0)
 
     # Turns: how long a turn waits for the session's running turn before 409
     # session_busy; what a client disconnect does to its reply; the longest reply; how

@@ -25,14 +25,16 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from limits import RateLimitItem, parse
 from redis.exceptions import RedisError
 
 from .errors import ConfigurationError, RateLimited, ServiceBusy
+from .redis_pool import connect_redis
 from .store import SessionRow
 
 
@@ -128,12 +130,14 @@ class _Windows:
     """The windows' storage: in process, or in Redis under ``key_prefix`` when
     ``redis_url`` is set. ``acquire`` charges every given window or none."""
 
-    def __init__(self, *, redis_url: str | None, key_prefix: str) -> None:
+    def __init__(
+        self, *, redis_url: str | None, key_prefix: str, redis_pool: Mapping[str, Any]
+    ) -> None:
         self.prefix = f"{key_prefix}rl:"
         self._memory = _MemoryWindows()
         self._redis: aioredis.Redis | None = None
         if redis_url:
-            self._redis = aioredis.from_url(redis_url)
+            self._redis = connect_redis(redis_url, **redis_pool)
             self._script = self._redis.register_script(_ACQUIRE_LUA)
 
     def charge(self, item: RateLimitItem, scope: str, key: str, who: str) -> _Charge:
@@ -180,7 +184,8 @@ class TurnLimiter:
 
     Limits use ``limits`` notation (``"20/minute"``, ``"1000/hour"``); None disables
     one. ``redis_url`` (``redis://host:port/db``) shares the windows across replicas,
-    under keys starting with ``key_prefix``. ``aclose`` releases the Redis connections.
+    under keys starting with ``key_prefix``; ``redis_pool`` takes ``connect_redis``'s
+    pool options. ``aclose`` releases the Redis connections.
     """
 
     def __init__(
@@ -190,10 +195,13 @@ class TurnLimiter:
         tenant_limit: str | None,
         redis_url: str | None = None,
         key_prefix: str = "sg:",
+        redis_pool: Mapping[str, Any] | None = None,
     ) -> None:
         self._session = _parse("SESSIONGATE_RATE_LIMIT", session_limit)
         self._tenant = _parse("SESSIONGATE_TENANT_RATE_LIMIT", tenant_limit)
-        self._windows = _Windows(redis_url=redis_url, key_prefix=key_prefix)
+        self._windows = _Windows(
+            redis_url=redis_url, key_prefix=key_prefix, redis_pool=redis_pool or {}
+        )
 
     async def hit(self, session: SessionRow) -> None:
         """Count one turn of ``session``; raises ``RateLimited`` (429, Retry-After) if over.
@@ -233,8 +241,8 @@ class ClientLimiter:
     sessions at will, so anonymous sessions are also counted per client address
     (``api.clients.client_address``). ``session_limit`` and ``turn_limit`` use
     ``limits`` notation; None disables one. ``redis_url`` shares counters across
-    replicas (keys under ``key_prefix``). Exact and key-count-independent like
-    ``TurnLimiter``. Close with ``aclose()``.
+    replicas (keys under ``key_prefix``; pool options in ``redis_pool``). Exact and
+    key-count-independent like ``TurnLimiter``. Close with ``aclose()``.
     """
 
     def __init__(
@@ -244,10 +252,13 @@ class ClientLimiter:
         turn_limit: str | None,
         redis_url: str | None = None,
         key_prefix: str = "sg:",
+        redis_pool: Mapping[str, Any] | None = None,
     ) -> None:
         self._sessions = _parse("SESSIONGATE_SESSION_CREATE_RATE_LIMIT", session_limit)
         self._turns = _parse("SESSIONGATE_ANONYMOUS_RATE_LIMIT", turn_limit)
-        self._windows = _Windows(redis_url=redis_url, key_prefix=key_prefix)
+        self._windows = _Windows(
+            redis_url=redis_url, key_prefix=key_prefix, redis_pool=redis_pool or {}
+        )
 
     async def _hit(self, item: RateLimitItem | None, scope: str, client: str, what: str) -> None:
         if item is None:

@@ -13,11 +13,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from sessiongate.coordination import DatabaseCoordinator, RedisCoordinator, SessionCoordination
+from sessiongate.coordination import (
+    DatabaseCoordinator,
+    LockLease,
+    RedisCoordinator,
+    SessionCoordination,
+)
 from sessiongate.errors import SessionBusy
 from sessiongate.store import create_engine, create_sessionmaker, migrate
 
-from ..conftest import fresh_postgres, fresh_redis_space
+from ..conftest import RedisSpace, fresh_postgres, fresh_redis_space
 
 
 @pytest.fixture(
@@ -147,3 +152,48 @@ async def test_admission_admits_exactly_the_limit_across_processes(
     assert await pair[0].admit("s1", "late", limit=3, ttl=30)
     assert not await pair[0].admit("s1", "later", limit=3, ttl=30)
     assert await pair[0].admit("s2", "other-session", limit=3, ttl=30)
+
+
+class _RenewSwallowsCancellation(RedisCoordinator):
+    """Redis coordination whose renewal, cancelled mid-call, carries on and returns, as
+    a redis-py call was seen doing under 128 concurrent turns."""
+
+    def __init__(self, client: Redis, *, prefix: str) -> None:
+        super().__init__(client, prefix=prefix)
+        self.renewing = asyncio.Event()
+        self.swallowed = 0
+        self.lapse = False
+
+    async def renew(self, lease: LockLease, *, ttl: float) -> bool:
+        if self.lapse:
+            return False
+        self.renewing.set()
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            self.swallowed += 1
+        return await super().renew(lease, ttl=ttl)
+
+
+@pytest.mark.redis
+async def test_releasing_a_lock_ends_even_if_its_renewal_swallows_the_cancellation(
+    redis_space: RedisSpace,
+) -> None:
+    client = Redis.from_url(redis_space.url)
+    try:
+        backend = _RenewSwallowsCancellation(client, prefix=redis_space.prefix)
+        coordination = SessionCoordination(backend, lock_ttl=1.5)
+        held = await coordination.acquire("s1", wait=1)
+        await backend.renewing.wait()
+        release = asyncio.create_task(held.release())
+        done, _ = await asyncio.wait({release}, timeout=8)
+        if not done:  # before the fix: waited for ever (the release is shielded)
+            backend.lapse = True  # let the renewer end, so the failure gets reported
+            await release
+        assert done, "release() waited for a renewer that swallowed its cancellation"
+        assert backend.swallowed == 1
+        assert not await coordination.is_locked("s1")
+        again = await coordination.acquire("s1", wait=1)
+        await again.release()
+    finally:
+        await client.aclose()

@@ -18,6 +18,7 @@ from ..chat import TurnInput
 from ..errors import UpstreamError
 from ..replies import Frame, LiveReply
 from ..store import SessionRow
+from ..tasks import stop_task
 from .deps import CallerDep, JsonBody, StateDep, pick_named_user, resolve_session
 from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
 
@@ -149,8 +150,7 @@ async def with_keepalives(
     finally:
         with anyio.CancelScope(shield=True):
             if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+                await stop_task(task)
 
 
 async def sse_frames(frames: AsyncIterator[Frame], *, keepalive: float) -> AsyncIterator[str]:

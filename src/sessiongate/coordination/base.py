@@ -22,6 +22,7 @@ import anyio
 
 from ..errors import SessionBusy
 from ..store.models import new_id
+from ..tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class HeldLock:
     _local: asyncio.Lock
     _renewer: asyncio.Task[None] | None = None
     _released: bool = False
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = field(default=False)
 
     async def release(self) -> None:
@@ -88,10 +90,9 @@ class HeldLock:
             return
         self._released = True
         with anyio.CancelScope(shield=True):
+            self._stopping.set()
             if self._renewer is not None:
-                self._renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._renewer
+                await stop_task(self._renewer)
             try:
                 await self._owner.backend.unlock(self.lease)
             except Exception:  # the lock lapses by itself after its TTL
@@ -164,7 +165,11 @@ class SessionCoordination:
 
     async def _renew(self, held: HeldLock) -> None:
         while True:
-            await asyncio.sleep(self.lock_ttl / 3)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lock_ttl / 3):
+                    await held._stopping.wait()
+            if held._stopping.is_set():
+                return
             try:
                 if not await self.backend.renew(held.lease, ttl=self.lock_ttl):
                     held.lost = True

@@ -278,6 +278,18 @@ def _refused() -> DatabaseUnavailable:
     return DatabaseUnavailable("The database cannot be reached; try again shortly.", retry_after=5)
 
 
+def _await_chain(awaitable: Any, depth: int = 40) -> list[str]:
+    """file:line of each coroutine or async generator ``awaitable`` is suspended in."""
+    lines = []
+    while awaitable is not None and depth:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
+        depth -= 1
+    return lines
+
+
 def _count_statements(engine: Engine, path: Path) -> None:
     """Benchmark only (``SESSIONGATE_BENCH_SQL_COUNTS=<file>``): count statements,
     transactions, pool checkouts, new connections and the most connections checked out
@@ -313,6 +325,13 @@ def _count_statements(engine: Engine, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         tmp.replace(path)
+        # And where every task of the process is waiting: a turn that never ends shows
+        # its await chain here.
+        with contextlib.suppress(RuntimeError), path.with_suffix(".tasks.txt").open("w") as out:
+            for task in asyncio.all_tasks():
+                out.write(f"--- {task.get_name()}\n")
+                for line in _await_chain(task.get_coro()):
+                    out.write(f"    {line}\n")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, _dump)
