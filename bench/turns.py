@@ -21,7 +21,9 @@ stime from ``/proc/<pid>/stat``), and its SQL statements, transactions, pool che
 and new connections per turn (counted by SQLAlchemy events inside the gateway, switched
 on by ``SESSIONGATE_BENCH_SQL_COUNTS``); at the end, the statements of one turn by text.
 ``--profile DIR`` records the gateway with py-spy (raw collapsed stacks) during the
-gateway rounds of the largest level.
+gateway rounds of the largest level. ``--history N`` stores N earlier messages in every
+gateway conversation before timing: a turn's work before the provider call (its TTFT
+overhead) should not grow with it.
 
     .venv/bin/python bench/turns.py [--quick] [--databases sqlite,postgres] [--users 1,8]
 """
@@ -49,7 +51,7 @@ from typing import Any
 
 import httpx
 import jwt
-from sqlalchemy import text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -131,6 +133,7 @@ class Gateway:
     url: str
     pid: int
     counts_file: Path
+    database_url: str
 
     def sql_counts(self) -> dict[str, Any]:
         """The gateway's SQL counters now (it writes them on SIGUSR1)."""
@@ -196,7 +199,7 @@ def _gateway(
             if time.monotonic() > deadline:
                 raise TimeoutError("sessiongate serve did not answer /api/health")
             time.sleep(0.2)
-        yield Gateway(url, process.pid, counts_file)
+        yield Gateway(url, process.pid, counts_file, database_url)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -231,6 +234,49 @@ def _database(kind: str, workdir: Path, pg_url: str) -> Iterator[str]:
         yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin_sql(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pad_history(database_url: str, conversation_ids: list[str], messages: int) -> None:
+    """Store ``messages`` more complete messages (user and assistant by turns) at the end
+    of each conversation, as if its users had talked that long already."""
+    from sessiongate.store import create_engine
+    from sessiongate.store.models import ConversationRow, MessageRow, new_id, utcnow
+
+    engine = create_engine(database_url)
+    now = utcnow()
+    try:
+        async with engine.begin() as conn:
+            for conversation_id in conversation_ids:
+                row = (
+                    await conn.execute(
+                        select(ConversationRow.session_id, ConversationRow.next_position).where(
+                            ConversationRow.id == conversation_id
+                        )
+                    )
+                ).one()
+                rows = [
+                    {
+                        "id": new_id(),
+                        "session_id": row.session_id,
+                        "conversation_id": conversation_id,
+                        "position": row.next_position + 1 + i,
+                        "role": "user" if i % 2 == 0 else "assistant",
+                        "content": f"earlier message {i}: " + "words " * 20,
+                        "status": "complete",
+                        "created_at": now,
+                        "stop_requested": False,
+                    }
+                    for i in range(messages)
+                ]
+                for start in range(0, len(rows), 5000):
+                    await conn.execute(insert(MessageRow), rows[start : start + 5000])
+                await conn.execute(
+                    update(ConversationRow)
+                    .where(ConversationRow.id == conversation_id)
+                    .values(next_position=row.next_position + messages)
+                )
+    finally:
+        await engine.dispose()
 
 
 # ------------------------------------------------------------------ the two sides
@@ -443,6 +489,11 @@ async def _level(
         # Warm-up: connections, statement caches, the gateway's Coze tokens.
         await _round(direct_users, 1, Side())
         await _round(gateway_users, 1, Side())
+        if args.history:
+            await _pad_history(
+                gateway.database_url, [str(u.conversation_id) for u in gateway_users], args.history
+            )
+            await _round(gateway_users, 1, Side())  # the padded pages, cached as in use
         direct, through = Side(), Side()
         cpu = fake_cpu = 0.0
         sql: Counter[str] = Counter()
@@ -587,6 +638,12 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=11, help="Redis database number")
     parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--profile", type=Path, help="directory for py-spy raw profiles")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="messages stored in each gateway conversation before timing (e.g. 20000)",
+    )
     args = parser.parse_args()
     default_users = "1,8,32" if args.quick else "1,8,32,128"
     args.users = [int(u) for u in (args.users or default_users).split(",")]

@@ -14,15 +14,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, Table, delete, func, insert, select, update
 
 from ..errors import BadRequest, NotFound
 from .database import DbSession
 from .models import ConversationRow, MessageRow, SessionRow, new_id, utcnow
 
 STREAMING = "streaming"
+_MESSAGES = cast(Table, MessageRow.__table__)
+_CONVERSATIONS = cast(Table, ConversationRow.__table__)
+
+
+class ContextMessage(NamedTuple):
+    """One stored message as the provider's context gets it."""
+
+    role: str
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,7 @@ class OpenedTurn:
     upstream_ref: str | None
     reply_id: str
     user_message_id: str | None
-    history: Sequence[MessageRow]
+    history: Sequence[ContextMessage]
 
 
 async def open_turn(
@@ -64,7 +73,6 @@ async def open_turn(
     """
     now = now or utcnow()
     title = _title_from(text) if text else None
-    rows: list[MessageRow] = []
     if conversation_id is None and not new_conversation:
         conversation_id = await db.scalar(
             select(ConversationRow.id)
@@ -73,22 +81,25 @@ async def open_turn(
             .limit(1)
         )
     if conversation_id is None:
-        conversation = ConversationRow(
-            id=new_id(),
-            session_id=session_id,
-            title=title,
-            created_at=now,
-            updated_at=now,
-            next_position=2,
+        conversation_id = new_id()
+        await db.execute(
+            insert(_CONVERSATIONS).values(
+                id=conversation_id,
+                session_id=session_id,
+                title=title,
+                created_at=now,
+                updated_at=now,
+                next_position=2,
+            )
         )
-        db.add(conversation)
         assert text is not None
-        user = _message(session_id, conversation.id, 1, "user", text, now)
-        reply = _message(session_id, conversation.id, 2, "assistant", "", now, status=STREAMING)
-        db.add_all([user, reply])
+        user = _message(session_id, conversation_id, 1, "user", text, now)
+        reply = _message(session_id, conversation_id, 2, "assistant", "", now, status=STREAMING)
+        await db.execute(insert(_MESSAGES), [user, reply])
         await _touch(db, session_id, touch_ttl, now)
-        await db.flush()
-        return OpenedTurn(conversation.id, None, reply.id, user.id, [user])
+        return OpenedTurn(
+            conversation_id, None, reply["id"], user["id"], [ContextMessage("user", text)]
+        )
 
     if regenerate or edit_last:
         last_user = await db.scalar(
@@ -117,33 +128,47 @@ async def open_turn(
     count = 1 if regenerate else 2
     first, upstream_ref = await _allocate(db, session_id, conversation_id, count, title, now)
     user_id = None
+    rows: list[dict[str, Any]] = []
     if not regenerate:
         assert text is not None
         user = _message(session_id, conversation_id, first, "user", text, now)
-        user_id = user.id
+        user_id = user["id"]
         rows.append(user)
     reply = _message(
         session_id, conversation_id, first + count - 1, "assistant", "", now, status=STREAMING
     )
     rows.append(reply)
-    db.add_all(rows)
+    await db.execute(insert(_MESSAGES), rows)
     await _touch(db, session_id, touch_ttl, now)
-    await db.flush()
-    history = (
-        await db.scalars(
-            select(MessageRow)
-            .where(
-                MessageRow.session_id == session_id,
-                MessageRow.conversation_id == conversation_id,
-                MessageRow.position < reply.position,
-                MessageRow.status.not_in(("error", STREAMING)),
-                MessageRow.content != "",
-            )
-            .order_by(MessageRow.position.desc())
-            .limit(history_limit)
+    before = reply["position"]
+    query = context_query(session_id, conversation_id, before=before, limit=history_limit)
+    history = (await db.execute(query)).all()
+    context = [ContextMessage(role, content) for role, content in reversed(history)]
+    return OpenedTurn(conversation_id, upstream_ref, reply["id"], user_id, context)
+
+
+def context_query(
+    session_id: str, conversation_id: str, *, before: int, limit: int
+) -> Select[str, str]:
+    """(role, content) of the conversation's last ``limit`` usable messages before
+    position ``before``, newest first.
+
+    Its cost does not grow with the conversation: both databases walk the unique
+    (conversation_id, position) index backwards and stop after ``limit`` rows
+    (tests/store/test_context_query.py checks the plans).
+    """
+    return (
+        select(MessageRow.role, MessageRow.content)
+        .where(
+            MessageRow.session_id == session_id,
+            MessageRow.conversation_id == conversation_id,
+            MessageRow.position < before,
+            MessageRow.status.not_in(("error", STREAMING)),
+            MessageRow.content != "",
         )
-    ).all()
-    return OpenedTurn(conversation_id, upstream_ref, reply.id, user_id, list(reversed(history)))
+        .order_by(MessageRow.position.desc())
+        .limit(limit)
+    )
 
 
 async def _allocate(
@@ -191,18 +216,19 @@ def _message(
     now: datetime,
     *,
     status: str = "complete",
-) -> MessageRow:
-    return MessageRow(
-        id=new_id(),
-        session_id=session_id,
-        conversation_id=conversation_id,
-        position=position,
-        role=role,
-        content=content,
-        status=status,
-        created_at=now,
-        stop_requested=False,
-    )
+) -> dict[str, Any]:
+    # Plain Core rows: the ORM's unit of work cost more CPU than the rest of the turn's SQL.
+    return {
+        "id": new_id(),
+        "session_id": session_id,
+        "conversation_id": conversation_id,
+        "position": position,
+        "role": role,
+        "content": content,
+        "status": status,
+        "created_at": now,
+        "stop_requested": False,
+    }
 
 
 def _title_from(content: str) -> str:
