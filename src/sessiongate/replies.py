@@ -175,7 +175,8 @@ class RedisReplyStream:
         if flusher is not None:  # the batch in waiting goes first, now
             wake, task = flusher
             wake.set()
-            await task
+            await asyncio.wait({task})  # never raises: the flusher logs its own failure
+            self._flushers.pop(message_id, None)
         self._pending.setdefault(message_id, []).append(data)
         try:
             await self._write(message_id, final=True)
@@ -187,7 +188,7 @@ class RedisReplyStream:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._batch):
                     await wake.wait()
-            del self._flushers[message_id]
+            self._flushers.pop(message_id, None)
             await self._write(message_id, final=False)
         except Exception:
             log.exception("could not publish reply frames to Redis")
