@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
@@ -35,26 +36,33 @@ async def health(request: Request, state: StateDep) -> JSONResponse:
 
     Admins (admin token or an IdP admin) also get the version, provider, database
     state, session counts and turns in progress; nobody else learns what runs here.
+    For everyone else the database check is one `SELECT 1` (load balancers probe this
+    every few seconds, and anyone may call it): only admins pay for counting sessions.
     """
-    counts: SessionCounts | None = None
-    try:
-        async with state.sessionmaker() as db:
-            total, active = await q.count_sessions(db)
-        counts = SessionCounts(total=total, active=active)
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("health: database unreachable: %s", type(exc).__name__)
-    status = 200 if counts else 503
     try:
         is_admin = (await identify_caller(request, state)).is_admin
     except SessiongateError:
         is_admin = False
+    counts: SessionCounts | None = None
+    reachable = False
+    try:
+        async with state.reader() as db:
+            if is_admin:
+                total, active = await q.count_sessions(db)
+                counts = SessionCounts(total=total, active=active)
+            else:
+                await db.execute(select(literal(1)))
+        reachable = True
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("health: database unreachable: %s", type(exc).__name__)
+    status = 200 if reachable else 503
     if not is_admin:
-        return JSONResponse({"status": "ok" if counts else "degraded"}, status_code=status)
+        return JSONResponse({"status": "ok" if reachable else "degraded"}, status_code=status)
     body = Health(
-        status="ok" if counts else "degraded",
+        status="ok" if reachable else "degraded",
         version=__version__,
         provider=state.provider.name,
-        database="ok" if counts else "unreachable",
+        database="ok" if reachable else "unreachable",
         sessions=counts,
         turns_in_progress=state.chat.turns_in_progress,
     )
