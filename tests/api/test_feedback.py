@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from ..conftest import Gateway, running_gateway
 from ..fakes.openai_server import FakeOpenAI
@@ -123,3 +124,35 @@ async def test_admin_feedback_list_hides_text_unless_admins_may_read_chats(
         item = (await client.get("/api/admin/feedback", headers=ADMIN)).json()["items"][0]
         assert item["question"] is None and item["reply"] is None
         assert item["session_id"] and item["rating"] == "down"
+
+
+async def test_the_admin_feedback_list_costs_the_same_statements_for_one_or_many_replies(
+    gw: Gateway,
+) -> None:
+    async def statements_for_list(client: httpx.AsyncClient) -> tuple[int, list[Any]]:
+        seen: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "messages" in statement:
+                seen.append(statement)
+
+        engine = gw.state.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            items = (await client.get("/api/admin/feedback", headers=ADMIN)).json()["items"]
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        return len(seen), items
+
+    async with gw.client() as client:
+        cid = (await _turn(client, "q0", new_conversation=True))["conversation_id"]
+        first = (await _turn(client, "q1", conversation_id=cid))["message_id"]
+        assert (await _rate(client, cid, first, "up")).status_code == 200
+        one, items = await statements_for_list(client)
+        assert [i["question"] for i in items] == ["q1"]
+        for n in range(2, 8):
+            mid = (await _turn(client, f"q{n}", conversation_id=cid))["message_id"]
+            assert (await _rate(client, cid, mid, "down")).status_code == 200
+        many, items = await statements_for_list(client)
+    assert [i["question"] for i in items] == [f"q{n}" for n in range(7, 0, -1)]
+    assert many == one <= 2  # the page, then the questions: not one query per reply

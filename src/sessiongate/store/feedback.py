@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
 
 from ..errors import BadRequest, NotFound
 from .database import DbSession
@@ -81,8 +82,23 @@ async def list_feedback(
 
     ``before`` pages: pass the ``feedback_at`` of the last item of the previous page.
     """
+    question = aliased(MessageRow)
+    # The user message each reply answered, found in the same query (one statement for
+    # the page, one for the questions' rows: not one per reply).
+    question_id = (
+        select(question.id)
+        .where(
+            question.conversation_id == MessageRow.conversation_id,
+            question.position < MessageRow.position,
+            question.role == "user",
+        )
+        .order_by(question.position.desc())
+        .limit(1)
+        .correlate(MessageRow)
+        .scalar_subquery()
+    )
     query = (
-        select(MessageRow, ConversationRow)
+        select(MessageRow, ConversationRow, question_id)
         .join(ConversationRow, ConversationRow.id == MessageRow.conversation_id)
         .where(MessageRow.feedback.in_([rating] if rating else RATINGS))
         .order_by(MessageRow.feedback_at.desc(), MessageRow.id.desc())
@@ -90,21 +106,20 @@ async def list_feedback(
     )
     if before is not None:
         query = query.where(MessageRow.feedback_at < before)
-    pairs = (await db.execute(query)).all()
-    items: list[RatedReply] = []
-    for message, conversation in pairs:
-        question = await db.scalar(
-            select(MessageRow)
-            .where(
-                MessageRow.conversation_id == message.conversation_id,
-                MessageRow.position < message.position,
-                MessageRow.role == "user",
-            )
-            .order_by(MessageRow.position.desc())
-            .limit(1)
-        )
-        items.append(RatedReply(message, conversation, question))
-    return items
+    rows = (await db.execute(query)).all()
+    wanted = [qid for _, _, qid in rows if qid is not None]
+    questions = (
+        {
+            m.id: m
+            for m in (await db.scalars(select(MessageRow).where(MessageRow.id.in_(wanted)))).all()
+        }
+        if wanted
+        else {}
+    )
+    return [
+        RatedReply(message, conversation, questions.get(qid) if qid else None)
+        for message, conversation, qid in rows
+    ]
 
 
 __all__ = ["RATINGS", "RatedReply", "Rating", "count_feedback", "list_feedback", "rate_message"]
