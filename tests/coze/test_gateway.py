@@ -215,3 +215,63 @@ async def test_tenant_drives_workflow_inputs_through_v1_within_the_allowed_keys(
             assert system.status_code == 400
             assert system.json()["error"]["code"] == "system_prompt_not_allowed"
             assert len(coze_env.chats) == chats
+
+
+async def test_workflow_inputs_on_the_native_chat_api_for_tenants_only(
+    coze_env: FakeCoze, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/api/chat`` and ``/api/chat/stream`` take ``parameters`` like ``/v1``: from a
+    tenant's key, within the allowed keys; anyone else, or a wrong or unknown key, is
+    refused before anything is stored or sent to Coze."""
+    from sessiongate.store.tenants import create_tenant
+
+    monkeypatch.delenv("COZE_BOT_ID")
+    monkeypatch.setenv("COZE_APP_ID", coze_env.app_id)
+    monkeypatch.setenv("COZE_WORKFLOW_PARAMETERS", '{"USER_INPUT": "{message}"}')
+    monkeypatch.setenv("COZE_WORKFLOW_CLIENT_PARAMETERS", "ORDER_NO")
+    async with running_gateway(
+        f"sqlite+aiosqlite:///{tmp_path}/n.db", None, provider="coze-workflow"
+    ) as gw:
+        async with gw.state.sessionmaker() as db, db.begin():
+            _, key = await create_tenant(db, "shop")
+        tenant = {"Authorization": f"Bearer {key}", "X-Sessiongate-User": "bob"}
+        async with gw.client(headers=tenant) as client:
+            ok = await client.post(
+                "/api/chat", json={"message": "parcel?", "parameters": {"ORDER_NO": "B-9"}}
+            )
+            assert ok.status_code == 200, ok.text
+            assert coze_env.chats[-1].parameters == {"USER_INPUT": "parcel?", "ORDER_NO": "B-9"}
+            async with client.stream(
+                "POST",
+                "/api/chat/stream",
+                json={"message": "and now?", "parameters": {"ORDER_NO": "B-10"}},
+            ) as streamed:
+                assert streamed.status_code == 200
+                assert '"type":"done"' in (await streamed.aread()).decode()
+            assert coze_env.chats[-1].parameters["ORDER_NO"] == "B-10"
+            chats = len(coze_env.chats)
+            conversation = ok.json()["conversation_id"]
+            stored = len(
+                (await client.get(f"/api/conversations/{conversation}/messages")).json()["messages"]
+            )
+            refusals = [
+                ({"parameters": {"USER_INPUT": "spoof"}}, 400, "parameter_not_allowed"),
+                ({"parameters": ["ORDER_NO"]}, 422, "invalid_request"),
+                ({"custom_variables": {"a": "b"}}, 400, "unsupported_parameter"),
+            ]
+            for extra, status, code in refusals:
+                refused = await client.post(
+                    "/api/chat", json={"message": "x", "conversation_id": conversation, **extra}
+                )
+                assert refused.status_code == status, refused.text
+                assert refused.json()["error"]["code"] == code
+        async with gw.client() as anonymous:
+            refused = await anonymous.post(
+                "/api/chat", json={"message": "x", "parameters": {"ORDER_NO": "C-1"}}
+            )
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "parameters_not_allowed"
+        async with gw.client(headers=tenant) as client:
+            after = (await client.get(f"/api/conversations/{conversation}/messages")).json()
+        assert len(after["messages"]) == stored  # nothing refused was stored
+        assert len(coze_env.chats) == chats  # nor sent to Coze

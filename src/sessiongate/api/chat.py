@@ -15,7 +15,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..chat import TurnInput
-from ..errors import UpstreamError
+from ..errors import BadRequest, Forbidden, UpstreamError
+from ..providers.base import AcceptsClientParameters, Provider
 from ..replies import Frame, LiveReply
 from ..store import SessionRow
 from ..tasks import stop_task
@@ -41,8 +42,14 @@ async def chat_session(
 ChatSession = Annotated[SessionRow, Depends(chat_session)]
 
 
-def turn_input(body: ChatRequest, session: SessionRow) -> TurnInput:
-    """The turn a chat request asks for."""
+def turn_input(body: ChatRequest, session: SessionRow, provider: Provider) -> TurnInput:
+    """The turn a chat request asks for.
+
+    ``parameters`` / ``custom_variables`` (the tenant's Coze inputs) are checked here,
+    before anything is stored: 403 ``parameters_not_allowed`` for callers other than a
+    tenant's API key, 400 ``unsupported_parameter`` when the provider takes the other
+    field or none, 400 ``parameter_not_allowed`` for a key the operator did not list.
+    """
     return TurnInput(
         message=body.message,
         conversation_id=body.conversation_id,
@@ -50,7 +57,40 @@ def turn_input(body: ChatRequest, session: SessionRow) -> TurnInput:
         regenerate=body.regenerate,
         edit_last=body.edit_last,
         user=session.external_user if session.kind == "tenant" else None,
+        client_parameters=_client_parameters(body, session, provider),
     )
+
+
+def _client_parameters(
+    body: ChatRequest, session: SessionRow, provider: Provider
+) -> dict[str, Any] | None:
+    sent = {
+        name: value
+        for name, value in (
+            ("parameters", body.parameters),
+            ("custom_variables", body.custom_variables),
+        )
+        if value is not None
+    }
+    if not sent:
+        return None
+    if session.kind != "tenant":
+        raise Forbidden(
+            "Only a tenant's API key may send upstream inputs "
+            f"({', '.join(sent)}); the operator sets everyone else's.",
+            code="parameters_not_allowed",
+        )
+    if not isinstance(provider, AcceptsClientParameters):
+        taken = None
+    else:
+        taken = provider.client_parameters_field
+    refused = [name for name in sent if name != taken]
+    if refused or not isinstance(provider, AcceptsClientParameters):
+        raise BadRequest(
+            f"'{(refused or list(sent))[0]}' is not taken by the {provider.name} provider.",
+            code="unsupported_parameter",
+        )
+    return provider.check_client_parameters(sent[provider.client_parameters_field])
 
 
 async def wait_for_reply(live: LiveReply) -> LiveReply:
@@ -73,7 +113,8 @@ async def chat(body: ChatRequest, session: ChatSession, state: StateDep) -> Chat
     upstream rate-limits). 409 `session_busy` when another turn of this session runs
     longer than `SESSIONGATE_TURN_WAIT`.
     """
-    live = await wait_for_reply(await state.chat.start_turn(session, turn_input(body, session)))
+    turn = turn_input(body, session, state.provider)
+    live = await wait_for_reply(await state.chat.start_turn(session, turn))
     return ChatResponse(
         message=live.text,
         conversation_id=live.conversation_id,
@@ -104,7 +145,7 @@ async def chat_stream(
     conversation, busy session or model, rate limits) is refused with a JSON error
     before the stream starts.
     """
-    live = await state.chat.start_turn(session, turn_input(body, session))
+    live = await state.chat.start_turn(session, turn_input(body, session, state.provider))
     cancel = state.settings.on_disconnect == "cancel"
     return EventStreamResponse(
         sse_frames(live.follow(), keepalive=state.settings.keepalive_interval),

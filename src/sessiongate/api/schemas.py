@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,16 @@ class ChatRequest(BaseModel):
         False,
         description="Replace the last user message of `conversation_id` with `message` "
         "(dropping what followed) and answer it.",
+    )
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="Coze workflow inputs for this turn, only the keys the operator allows "
+        "(`COZE_WORKFLOW_CLIENT_PARAMETERS`); tenant API-key callers with `coze-workflow`.",
+    )
+    custom_variables: dict[str, Any] | None = Field(
+        None,
+        description="Coze bot `custom_variables` for this turn, only the keys the operator "
+        "allows (`COZE_BOT_CLIENT_VARIABLES`); tenant API-key callers with `coze-bot`.",
     )
 
 
