@@ -223,6 +223,7 @@ async def test_workflow_inputs_on_the_native_chat_api_for_tenants_only(
     """``/api/chat`` and ``/api/chat/stream`` take ``parameters`` like ``/v1``: from a
     tenant's key, within the allowed keys; anyone else, or a wrong or unknown key, is
     refused before anything is stored or sent to Coze."""
+    from sessiongate.store.queries import count_sessions
     from sessiongate.store.tenants import create_tenant
 
     monkeypatch.delenv("COZE_BOT_ID")
@@ -265,12 +266,17 @@ async def test_workflow_inputs_on_the_native_chat_api_for_tenants_only(
                 )
                 assert refused.status_code == status, refused.text
                 assert refused.json()["error"]["code"] == code
-        async with gw.client() as anonymous:
+        async with gw.state.sessionmaker() as db:
+            sessions_before = (await count_sessions(db))[0]
+        async with gw.client() as anonymous:  # no cookie, no token
             refused = await anonymous.post(
                 "/api/chat", json={"message": "x", "parameters": {"ORDER_NO": "C-1"}}
             )
             assert refused.status_code == 403
             assert refused.json()["error"]["code"] == "parameters_not_allowed"
+            assert "set-cookie" not in refused.headers
+        async with gw.state.sessionmaker() as db:
+            assert (await count_sessions(db))[0] == sessions_before  # no session minted
         async with gw.client(headers=tenant) as client:
             after = (await client.get(f"/api/conversations/{conversation}/messages")).json()
         assert len(after["messages"]) == stored  # nothing refused was stored

@@ -34,9 +34,31 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def chat_session(
     request: Request, state: StateDep, caller: CallerDep, body: ChatRequest
 ) -> SessionRow:
-    """The session of this turn; API-key callers name the user in the body or header."""
+    """The session of this turn; API-key callers name the user in the body or header.
+
+    Upstream inputs from anyone but a tenant are refused here, before a cookie-less
+    caller would be given a new session."""
+    if caller.kind != "tenant":
+        _refuse_inputs(body)
     named = pick_named_user(request, body.user, body.user_id)
     return await resolve_session(request, state, caller, named)
+
+
+def _refuse_inputs(body: ChatRequest) -> None:
+    sent = [
+        name
+        for name, value in (
+            ("parameters", body.parameters),
+            ("custom_variables", body.custom_variables),
+        )
+        if value is not None
+    ]
+    if sent:
+        raise Forbidden(
+            f"Only a tenant's API key may send upstream inputs ({', '.join(sent)}); "
+            "the operator sets everyone else's.",
+            code="parameters_not_allowed",
+        )
 
 
 ChatSession = Annotated[SessionRow, Depends(chat_session)]
@@ -75,11 +97,7 @@ def _client_parameters(
     if not sent:
         return None
     if session.kind != "tenant":
-        raise Forbidden(
-            "Only a tenant's API key may send upstream inputs "
-            f"({', '.join(sent)}); the operator sets everyone else's.",
-            code="parameters_not_allowed",
-        )
+        _refuse_inputs(body)
     if not isinstance(provider, AcceptsClientParameters):
         taken = None
     else:
