@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sessiongate.store.queries import count_sessions
+
 from ..conftest import Gateway
 from ..fakes.openai_server import FakeOpenAI
 
@@ -53,6 +55,27 @@ async def test_bad_chat_body_is_refused_and_nothing_stored(
     assert r.json()["error"]["code"] == code
     assert r.json()["error"]["message"]
     await assert_nothing_stored(gateway, auth)
+    assert fake_openai.requests == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message": ""},
+        {"message": "x" * 8001},
+        {"message": "hi", "new_conversation": True, "conversation_id": "c" * 32},
+        {"message": "hi", "regenerate": True},
+    ],
+)
+async def test_a_bad_body_without_credentials_mints_no_session(
+    gateway: Gateway, fake_openai: FakeOpenAI, body: dict
+) -> None:
+    async with gateway.client() as client:  # no cookie, no token
+        r = await client.post("/api/chat", json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert "set-cookie" not in r.headers
+    async with gateway.state.sessionmaker() as db:
+        assert await count_sessions(db) == (0, 0)
     assert fake_openai.requests == []
 
 

@@ -36,8 +36,18 @@ async def chat_session(
 ) -> SessionRow:
     """The session of this turn; API-key callers name the user in the body or header.
 
-    Upstream inputs from anyone but a tenant are refused here, before a cookie-less
-    caller would be given a new session."""
+    A body that will be refused (an empty or too long message, inconsistent flags,
+    upstream inputs from anyone but a tenant) is refused here, before a cookie-less
+    caller would be given a new session for it."""
+    state.chat.validate(
+        TurnInput(
+            message=body.message,
+            conversation_id=body.conversation_id,
+            new_conversation=body.new_conversation,
+            regenerate=body.regenerate,
+            edit_last=body.edit_last,
+        )
+    )
     if caller.kind != "tenant":
         _refuse_inputs(body)
     named = pick_named_user(request, body.user, body.user_id)

@@ -46,7 +46,7 @@ async def health(request: Request, state: StateDep) -> JSONResponse:
     counts: SessionCounts | None = None
     reachable = False
     try:
-        async with state.reader() as db:
+        async with state.sessionmaker() as db:
             if is_admin:
                 total, active = await q.count_sessions(db)
                 counts = SessionCounts(total=total, active=active)
