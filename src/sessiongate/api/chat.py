@@ -54,16 +54,14 @@ async def chat_session(
     return await resolve_session(request, state, caller, named)
 
 
+def _inputs_sent(body: ChatRequest) -> dict[str, Any]:
+    """The upstream-input fields present in ``body``, by name."""
+    fields = (("parameters", body.parameters), ("custom_variables", body.custom_variables))
+    return {name: value for name, value in fields if value is not None}
+
+
 def _refuse_inputs(body: ChatRequest) -> None:
-    sent = [
-        name
-        for name, value in (
-            ("parameters", body.parameters),
-            ("custom_variables", body.custom_variables),
-        )
-        if value is not None
-    ]
-    if sent:
+    if sent := _inputs_sent(body):
         raise Forbidden(
             f"Only a tenant's API key may send upstream inputs ({', '.join(sent)}); "
             "the operator sets everyone else's.",
@@ -96,28 +94,18 @@ def turn_input(body: ChatRequest, session: SessionRow, provider: Provider) -> Tu
 def _client_parameters(
     body: ChatRequest, session: SessionRow, provider: Provider
 ) -> dict[str, Any] | None:
-    sent = {
-        name: value
-        for name, value in (
-            ("parameters", body.parameters),
-            ("custom_variables", body.custom_variables),
-        )
-        if value is not None
-    }
+    sent = _inputs_sent(body)
     if not sent:
         return None
     if session.kind != "tenant":
         _refuse_inputs(body)
-    if not isinstance(provider, AcceptsClientParameters):
-        taken = None
-    else:
-        taken = provider.client_parameters_field
-    refused = [name for name in sent if name != taken]
-    if refused or not isinstance(provider, AcceptsClientParameters):
+    taken = getattr(provider, "client_parameters_field", None)
+    if refused := [name for name in sent if name != taken]:
         raise BadRequest(
-            f"'{(refused or list(sent))[0]}' is not taken by the {provider.name} provider.",
+            f"'{refused[0]}' is not taken by the {provider.name} provider.",
             code="unsupported_parameter",
         )
+    assert isinstance(provider, AcceptsClientParameters)  # it takes the field sent
     return provider.check_client_parameters(sent[provider.client_parameters_field])
 
 
