@@ -63,6 +63,11 @@ from .tasks import stop_task
 
 log = logging.getLogger(__name__)
 
+#: Seconds a finishing turn lets a progress save in flight complete before cancelling
+#: it: longer than a save waits for a pooled connection and the SQLite writer lock
+#: (``SESSIONGATE_DB_POOL_TIMEOUT``, 10 by default).
+_SAVE_GRACE = 15.0
+
 
 @dataclass(frozen=True, slots=True)
 class TurnInput:
@@ -112,7 +117,7 @@ class _Outcome:
     error: SessiongateError | None = None
     usage: Usage = field(default_factory=Usage)
     upstream_ref: str | None = None
-    ended: bool = False  # set when the turn finishes: the progress saver stops
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the saver stops
 
 
 class ChatService:
@@ -330,8 +335,9 @@ class ChatService:
             outcome.error = SessiongateError("The reply failed; try again.", code="internal_error")
         finally:
             with anyio.CancelScope(shield=True):
-                outcome.ended = True
-                await stop_task(saver)
+                # Told, not cancelled: a save in flight finishes its write first.
+                outcome.ended.set()
+                await stop_task(saver, grace=_SAVE_GRACE)
                 final = await self._finish(session, opened, live, outcome)
                 # Free the session before telling anyone the reply ended, so a client's
                 # next turn, sent on the final frame, never finds it still busy.
@@ -400,8 +406,10 @@ class ChatService:
         recovery sweep) stops too."""
         saved = 0
         while True:
-            await asyncio.sleep(self.limits.save_interval)
-            if outcome.ended:  # the turn is finishing (see stop_task)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.save_interval):
+                    await outcome.ended.wait()
+            if outcome.ended.is_set():  # the turn is finishing
                 return
             try:
                 async with self._sessionmaker() as db, db.begin():
@@ -415,7 +423,7 @@ class ChatService:
             except Exception:
                 log.exception("could not save a reply in progress")
                 continue
-            if outcome.ended:
+            if outcome.ended.is_set():
                 return
             if flag is None or flag:
                 live.request_stop("stopped" if flag else "lost")

@@ -9,17 +9,23 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-async def stop_task(task: asyncio.Task[Any], *, wait: float = 5.0) -> None:
-    """Cancel ``task`` and wait for it to end, at most ``wait`` seconds; never raises.
+async def stop_task(task: asyncio.Task[Any], *, grace: float = 0.0, wait: float = 5.0) -> None:
+    """End ``task``: let it finish by itself for ``grace`` seconds, then cancel it and wait
+    at most ``wait`` seconds more. Never raises; a failure of the task is logged.
 
-    Bounded because a library may swallow a cancellation that lands mid-call: under 128
-    concurrent turns a session lock's renewer cancelled inside a redis-py call went back
-    to its loop, and the turn waiting for it never ended (its stream hung without a
-    final frame). Loops stopped this way also check a stop flag after every await.
+    A loop that writes to the database is told to stop (a flag or event it checks) and
+    given a ``grace``, because a cancellation landing in the middle of a write can leave
+    the connection holding SQLite's write lock until it is garbage-collected. The wait
+    after cancelling is bounded because a library may swallow a cancellation that lands
+    mid-call: under 128 concurrent turns a session lock's renewer cancelled inside a
+    redis-py call went back to its loop, and the turn waiting for it never ended.
     """
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=wait)
-    if not done:
+    if grace > 0:
+        await asyncio.wait({task}, timeout=grace)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=wait)
+    if not task.done():
         log.warning("task %s did not stop within %.1f s of its cancellation", task.get_name(), wait)
     elif not task.cancelled() and task.exception() is not None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())

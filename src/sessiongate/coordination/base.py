@@ -92,7 +92,9 @@ class HeldLock:
         with anyio.CancelScope(shield=True):
             self._stopping.set()
             if self._renewer is not None:
-                await stop_task(self._renewer)
+                # A renewal in flight (a database write, with DatabaseCoordinator) is let
+                # finish rather than cancelled mid-write.
+                await stop_task(self._renewer, grace=self._owner.lock_ttl)
             try:
                 await self._owner.backend.unlock(self.lease)
             except Exception:  # the lock lapses by itself after its TTL
