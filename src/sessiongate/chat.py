@@ -156,6 +156,12 @@ class ChatService:
 
     def validate(self, turn: TurnInput) -> None:
         """Refuse an empty or too long message (``BadRequest``, ``PayloadTooLarge``)."""
+        if turn.regenerate and (turn.edit_last or turn.new_conversation):
+            raise BadRequest(
+                "'regenerate' answers the last message again; it excludes 'edit_last' and "
+                "'new_conversation'.",
+                code="invalid_request",
+            )
         if turn.regenerate:
             if turn.conversation_id is None:
                 raise BadRequest(
@@ -412,14 +418,15 @@ class ChatService:
             if outcome.ended.is_set():  # the turn is finishing
                 return
             try:
+                chars = outcome.chars
                 async with self._sessionmaker() as db, db.begin():
-                    if outcome.chars != saved:
-                        saved = outcome.chars
+                    if chars != saved:
                         flag = await t.save_progress(
                             db, live.session_id, live.message_id, "".join(outcome.parts)
                         )
                     else:
                         flag = await t.stop_requested(db, live.session_id, live.message_id)
+                saved = chars  # only once the write committed: a failed save is retried
             except Exception:
                 log.exception("could not save a reply in progress")
                 continue

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -331,8 +332,10 @@ class ReplyFollower:
                 yield final_frame_of(fresh)
                 return
             if not await self._coordination.is_locked(session_id):
-                async with self._sessionmaker() as db, db.begin():
-                    await t.mark_interrupted(db, session_id, row.id)
+                # Shielded: a follower that leaves must not cut this write in the middle.
+                with anyio.CancelScope(shield=True):
+                    async with self._sessionmaker() as db, db.begin():
+                        await t.mark_interrupted(db, session_id, row.id)
                 continue
             await asyncio.sleep(self._poll)
 

@@ -36,6 +36,11 @@ async def auth(gateway: Gateway) -> dict[str, str]:
         ({"message": 42}, 422, "invalid_request"),
         ({"message": ["a"]}, 422, "invalid_request"),
         ({"message": "hi", "conversation_id": "0" * 32}, 404, "conversation_not_found"),
+        (
+            {"message": "", "regenerate": True, "edit_last": True, "conversation_id": "0" * 32},
+            400,
+            "invalid_request",
+        ),
         ({"message": "hi", "conversation_id": "x" * 65}, 422, "invalid_request"),
     ],
 )

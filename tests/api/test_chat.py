@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..conftest import Gateway, running_gateway
 from ..fakes.openai_server import FakeOpenAI
@@ -142,3 +143,31 @@ async def test_unreachable_upstream_is_502_with_envelope(sqlite_url: str) -> Non
         r = await client.post("/api/chat", json={"message": "hi"})
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_unavailable"
+
+
+async def test_an_unreachable_redis_is_503_not_500(
+    sqlite_url: str, fake_openai_server: tuple, fake_openai: Any
+) -> None:
+    """Session locks and admission live in Redis when it is configured: Redis down is a
+    503 with Retry-After the client may retry, with nothing stored."""
+    async with (
+        running_gateway(
+            sqlite_url,
+            fake_openai_server[1],
+            redis_url="redis://127.0.0.1:1/0",  # nothing listens on port 1
+            rate_limit=None,
+            anonymous_rate_limit=None,
+            session_create_rate_limit=None,
+            redis_pool_timeout=1,
+        ) as gw,
+        gw.client() as client,
+    ):
+        token = (await client.post("/api/session")).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        r = await client.post("/api/chat", json={"message": "hi"}, headers=auth)
+        info = (await client.get("/api/session/info", headers=auth)).json()
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "coordination_unavailable"
+    assert r.headers["retry-after"] == "5"
+    assert info["message_count"] == 0
+    assert fake_openai.requests == []

@@ -7,11 +7,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import metrics
-from ..errors import SessiongateError, UpstreamError
+from ..errors import ServiceBusy, SessiongateError, UpstreamError
 from ..logs import bind_request_context
 from ..store.database import database_unavailable
 from .request_id import HEADER as REQUEST_ID_HEADER
@@ -112,6 +113,18 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "Something went wrong on our side.", headers)
 
 
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    # Redis (session locks, turn admission, token cache, reply streams) cannot be
+    # reached or its pool stayed full: the request may be retried, so 503.
+    log.warning("Redis unavailable: %r", exc)
+    busy = ServiceBusy(
+        "A shared service is unreachable; try again shortly.",
+        code="coordination_unavailable",
+        retry_after=5,
+    )
+    return await _sessiongate_error(request, busy)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the translations from exceptions to the error envelope."""
     app.add_exception_handler(SessiongateError, _sessiongate_error)
@@ -119,6 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(SQLAlchemyError, _database_error)  # incl. pool timeouts
     app.add_exception_handler(OSError, _database_error)  # asyncpg's refused connect
+    app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected_error)
 
