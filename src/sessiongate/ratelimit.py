@@ -175,7 +175,7 @@ class _Windows:
             await self._redis.aclose()
 
 
-def _refusal(charge: _Charge, wait: float, message: str) -> RateLimited:
+def _refusal(wait: float, message: str) -> RateLimited:
     return RateLimited(message, code="rate_limited", retry_after=max(1, math.ceil(wait)))
 
 
@@ -224,7 +224,6 @@ class TurnLimiter:
         if refused is not None:
             charge = charges[refused[0]]
             raise _refusal(
-                charge,
                 refused[1],
                 f"Too many turns for {charge.who} ({charge.item}); try again later.",
             )
@@ -267,7 +266,7 @@ class ClientLimiter:
         refused = await self._windows.acquire([charge])
         if refused is not None:
             raise _refusal(
-                charge, refused[1], f"Too many {what} from your address ({item}); try again later."
+                refused[1], f"Too many {what} from your address ({item}); try again later."
             )
 
     async def hit_session_created(self, client: str) -> None:

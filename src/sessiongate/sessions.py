@@ -29,7 +29,6 @@ from .store.models import new_id, utcnow
 log = logging.getLogger(__name__)
 
 CLEANUP_LEASE = "cleanup"
-_LEASE_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)

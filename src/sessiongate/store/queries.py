@@ -278,7 +278,7 @@ async def append_message(
     )
     db.add(row)
     if conversation.title is None and role == "user":
-        conversation.title = _title_from(content)
+        conversation.title = title_from(content)
         await db.execute(
             update(ConversationRow)
             .where(
@@ -309,13 +309,15 @@ async def _allocate_positions(
     return int(last) - count + 1
 
 
-def _title_from(content: str) -> str:
+def title_from(content: str) -> str:
+    """A conversation's title from its first message: one line, at most 60 characters."""
     line = " ".join(content.split())
     return line if len(line) <= 60 else line[:59] + "…"
 
 
 __all__ = [
     "SessionCounts",
+    "title_from",
     "append_message",
     "count_session_data",
     "count_sessions",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -84,11 +83,6 @@ async def create_tenant(
     db.add(row)
     await db.flush()
     return row, api_key
-
-
-async def list_tenants(db: DbSession) -> Sequence[TenantRow]:
-    """Every tenant, oldest first, revoked ones included."""
-    return (await db.scalars(select(TenantRow).order_by(TenantRow.created_at))).all()
 
 
 async def get_tenant(db: DbSession, name_or_id: str) -> TenantRow:
@@ -212,7 +206,6 @@ __all__ = [
     "get_tenant",
     "hash_api_key",
     "is_api_key",
-    "list_tenants",
     "revoke_tenant",
     "rotate_tenant_key",
     "tenant_for_api_key",

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, Table, delete, func, insert, select, update
 
 from ..errors import BadRequest, NotFound
 from .database import DbSession
-from .models import ConversationRow, MessageRow, SessionRow, new_id, utcnow
+from .models import ConversationRow, MessageRow, new_id, utcnow
+from .queries import title_from, touch_session
 
 STREAMING = "streaming"
 _MESSAGES = cast(Table, MessageRow.__table__)
@@ -45,7 +46,6 @@ class OpenedTurn:
     conversation_id: str
     upstream_ref: str | None
     reply_id: str
-    user_message_id: str | None
     history: Sequence[ContextMessage]
 
 
@@ -72,7 +72,7 @@ async def open_turn(
     or was deleted) and ``BadRequest`` (``nothing_to_regenerate``).
     """
     now = now or utcnow()
-    title = _title_from(text) if text else None
+    title = title_from(text) if text else None
     if conversation_id is None and not new_conversation:
         conversation_id = await db.scalar(
             select(ConversationRow.id)
@@ -96,10 +96,9 @@ async def open_turn(
         user = _message(session_id, conversation_id, 1, "user", text, now)
         reply = _message(session_id, conversation_id, 2, "assistant", "", now, status=STREAMING)
         await db.execute(insert(_MESSAGES), [user, reply])
-        await _touch(db, session_id, touch_ttl, now)
-        return OpenedTurn(
-            conversation_id, None, reply["id"], user["id"], [ContextMessage("user", text)]
-        )
+        if touch_ttl is not None:
+            await touch_session(db, session_id, idle_ttl=touch_ttl, now=now)
+        return OpenedTurn(conversation_id, None, reply["id"], [ContextMessage("user", text)])
 
     if regenerate or edit_last:
         last_user = await db.scalar(
@@ -127,24 +126,22 @@ async def open_turn(
         )
     count = 1 if regenerate else 2
     first, upstream_ref = await _allocate(db, session_id, conversation_id, count, title, now)
-    user_id = None
     rows: list[dict[str, Any]] = []
     if not regenerate:
         assert text is not None
-        user = _message(session_id, conversation_id, first, "user", text, now)
-        user_id = user["id"]
-        rows.append(user)
+        rows.append(_message(session_id, conversation_id, first, "user", text, now))
     reply = _message(
         session_id, conversation_id, first + count - 1, "assistant", "", now, status=STREAMING
     )
     rows.append(reply)
     await db.execute(insert(_MESSAGES), rows)
-    await _touch(db, session_id, touch_ttl, now)
+    if touch_ttl is not None:
+        await touch_session(db, session_id, idle_ttl=touch_ttl, now=now)
     before = reply["position"]
     query = context_query(session_id, conversation_id, before=before, limit=history_limit)
     history = (await db.execute(query)).all()
     context = [ContextMessage(role, content) for role, content in reversed(history)]
-    return OpenedTurn(conversation_id, upstream_ref, reply["id"], user_id, context)
+    return OpenedTurn(conversation_id, upstream_ref, reply["id"], context)
 
 
 def context_query(
@@ -198,15 +195,6 @@ async def _allocate(
     return int(found[0]) - count + 1, found[1]
 
 
-async def _touch(db: DbSession, session_id: str, ttl: int | None, now: datetime) -> None:
-    if ttl is not None:
-        await db.execute(
-            update(SessionRow)
-            .where(SessionRow.id == session_id)
-            .values(last_active_at=now, expires_at=now + timedelta(seconds=ttl))
-        )
-
-
 def _message(
     session_id: str,
     conversation_id: str,
@@ -229,11 +217,6 @@ def _message(
         "created_at": now,
         "stop_requested": False,
     }
-
-
-def _title_from(content: str) -> str:
-    line = " ".join(content.split())
-    return line if len(line) <= 60 else line[:59] + "…"
 
 
 async def save_progress(db: DbSession, session_id: str, reply_id: str, content: str) -> bool | None:
