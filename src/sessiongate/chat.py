@@ -321,11 +321,14 @@ class ChatService:
                 metrics.UPSTREAM_SECONDS.labels(provider).observe(time.monotonic() - started)
         except SessiongateError as exc:
             outcome.status, outcome.error = "error", exc
+            # ``detail`` (what the operator should fix) reaches the log here: a streamed
+            # or /v1 turn's failure never passes the HTTP error handler that logs it.
             log.warning(
-                "turn failed: session=%s code=%s logid=%s",
+                "turn failed: session=%s code=%s logid=%s detail=%s",
                 session.id,
                 exc.code,
                 getattr(exc, "logid", None),
+                exc.detail,
             )
         except asyncio.CancelledError:
             if live.stop_reason is None:  # the process is shutting down

@@ -15,6 +15,7 @@ from . import __version__
 from .config import Settings
 from .errors import ConfigurationError
 from .store import DbSession
+from .store.tenants import MAX_GRACE_SECONDS
 
 T = TypeVar("T")
 
@@ -320,7 +321,8 @@ def _run_with_db(work: Callable[[async_sessionmaker[DbSession]], Awaitable[T]]) 
     """Migrate, open the configured database, run ``work(sessionmaker)``, close."""
     import asyncio
 
-    from .store import create_engine, create_sessionmaker, migrate_sync
+    from .store import create_engine, create_sessionmaker
+    from .store.migration_lock import migrate_exclusively_sync
 
     settings = Settings()
     # A command's output (e.g. --json) must be only its output: migration progress is
@@ -329,7 +331,7 @@ def _run_with_db(work: Callable[[async_sessionmaker[DbSession]], Awaitable[T]]) 
     level = alembic_log.level
     alembic_log.setLevel(logging.WARNING)
     try:
-        migrate_sync(settings.database_url)
+        migrate_exclusively_sync(settings.database_url)
     finally:
         alembic_log.setLevel(level)
 
@@ -454,7 +456,7 @@ def tenants_rotate(
         typer.Option(
             "--grace",
             min=0,
-            max=30 * 86400,
+            max=MAX_GRACE_SECONDS,
             help="Seconds the previous key keeps working (0: it stops now, for a leaked key).",
         ),
     ] = 0,
@@ -609,10 +611,10 @@ def sessions_cleanup(
 @app.command()
 def migrate() -> None:
     """Apply database migrations up to the newest and exit."""
-    from .store import migrate_sync
+    from .store.migration_lock import migrate_exclusively_sync
 
     settings = Settings()
-    migrate_sync(settings.database_url)
+    migrate_exclusively_sync(settings.database_url)
     typer.echo("database is up to date")
 
 

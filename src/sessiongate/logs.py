@@ -72,11 +72,6 @@ def content_for_log(text: str) -> str:
     return text if _content_enabled else f"<{len(text)} characters>"
 
 
-def content_logging_enabled() -> bool:
-    """Whether message content may be logged (``SESSIONGATE_LOG_CONTENT=true``)."""
-    return _content_enabled
-
-
 def escape_controls(text: str) -> str:
     """``text`` with line breaks and other control characters written as escapes."""
     return text.translate(_CONTROL_ESCAPES)
@@ -222,7 +217,6 @@ __all__ = [
     "bind_request_context",
     "configure_logging",
     "content_for_log",
-    "content_logging_enabled",
     "ensure_logging",
     "escape_controls",
 ]

@@ -16,7 +16,6 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from ..errors import NotFound
-from ..sessions import cleanup_and_forget
 from ..store import admin as store_admin
 from ..store import feedback as store_feedback
 from ..store import tenants as store_tenants
@@ -375,9 +374,7 @@ async def run_cleanup(caller: AdminDep, state: StateDep) -> CleanupReport:
     gateway process sharing the database), returns at once with `skipped: true`.
     """
     _audit(caller, "cleanup", "expired_sessions")
-    result = await cleanup_and_forget(
-        state.sessionmaker, state.provider, batch_size=state.settings.cleanup_batch_size
-    )
+    result = await state.sessions.cleanup(batch_size=state.settings.cleanup_batch_size)
     audit_log.info(
         "admin cleanup deleted sessions=%d conversations=%d messages=%d skipped=%s",
         result.sessions,
