@@ -468,6 +468,7 @@ class ChatService:
         live.error = error
         live.text = "".join(outcome.parts)
         live.finish_reason = outcome.finish_reason
+        live.usage = outcome.usage
         if error is not None:
             frame: Frame = {"type": "error", "code": error.code, "message": error.message, **ids}
         else:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .coordination import SessionCoordination
 from .errors import NotFound, SessiongateError
+from .providers.base import Usage
 from .store import DbSession, MessageRow
 from .store import turns as t
 
@@ -61,10 +62,12 @@ class LiveReply:
     frames: list[Frame] = field(default_factory=list)
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = None
-    # Set when the reply ends: the whole text, why it ended, the error if it failed.
+    # Set when the reply ends (before its final frame): the whole text, why it ended,
+    # the error if it failed, the provider's token counts.
     text: str = ""
     finish_reason: str | None = None
     error: SessiongateError | None = None
+    usage: Usage = field(default_factory=Usage)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -67,7 +67,6 @@ from ..errors import (
 )
 from ..providers.base import AcceptsClientParameters
 from ..replies import LiveReply
-from ..store import MessageRow
 from .chat import EventStreamResponse, sse_frame, wait_for_reply, with_keepalives
 from .deps import Caller, GatewayState, get_state, identify_caller, pick_named_user, resolve_session
 
@@ -320,12 +319,11 @@ def _client_parameters(state: GatewayState, completion: _Completion) -> dict[str
         ) from None
 
 
-async def _usage(state: GatewayState, message_id: str) -> dict[str, int]:
-    """Token counts stored with the reply (zeros where the provider gave none)."""
-    async with state.sessionmaker() as db:
-        row = await db.get(MessageRow, message_id)
-    prompt = (row.prompt_tokens if row else None) or 0
-    completion = (row.completion_tokens if row else None) or 0
+def _usage(live: LiveReply) -> dict[str, int]:
+    """The finished reply's token counts (zeros where the provider gave none); the same
+    numbers its row stores, taken from memory (this process ran the turn)."""
+    prompt = live.usage.prompt_tokens or 0
+    completion = live.usage.completion_tokens or 0
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -427,7 +425,7 @@ async def create_chat_completion(request: Request) -> Response:
                 "finish_reason": _finish_reason(live.finish_reason),
             }
         ],
-        "usage": await _usage(state, live.message_id),
+        "usage": _usage(live),
     }
     return JSONResponse(body, headers=headers)
 
@@ -470,7 +468,7 @@ async def _chunk_frames(
             elif frame["type"] == "done":
                 yield chunk({}, _finish_reason(frame.get("finish_reason")))
                 if include_usage:
-                    usage = await _usage(state, live.message_id)
+                    usage = _usage(live)
                     yield sse_frame(
                         {
                             "id": completion_id,
