@@ -350,8 +350,7 @@ class ChatService:
                 final = await self._finish(session, opened, live, outcome)
                 # Free the session before telling anyone the reply ended, so a client's
                 # next turn, sent on the final frame, never finds it still busy.
-                await held.release()
-                await self.coordination.leave(session.id, turn_id)
+                await held.release(leaving=turn_id)
                 self._in_flight -= 1
                 await self._publish(live, final)
                 self.replies.remove(live.message_id)

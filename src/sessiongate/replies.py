@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from .errors import NotFound, SessiongateError
 from .providers.base import Usage
 from .store import DbSession, MessageRow
 from .store import turns as t
+from .tasks import stop_task
 
 Frame = dict[str, Any]
 
@@ -86,9 +87,15 @@ class LiveReply:
         self.task.cancel()
         return True
 
-    async def follow(self, *, catch_up: bool = False) -> AsyncIterator[Frame]:
+    async def follow(
+        self, *, catch_up: bool = False, keepalive: float | None = None
+    ) -> AsyncGenerator[Frame | None, None]:
         """Every frame from the first, or with ``catch_up`` the ``start`` frame, the text so
-        far as one ``message`` frame and then the rest, ending after the final frame."""
+        far as one ``message`` frame and then the rest, ending after the final frame.
+
+        ``keepalive``: seconds; None is yielded after each such silence (none if not
+        given). Waiting here is on an event only, so the follower may be cancelled
+        anywhere: no helper task is needed (unlike ``with_keepalives``)."""
         index = 0
         if catch_up and self.frames:
             index = len(self.frames)
@@ -107,7 +114,51 @@ class LiveReply:
                 if is_final(frame):
                     return
             self._changed.clear()
-            await self._changed.wait()
+            if keepalive is None:
+                await self._changed.wait()
+                continue
+            try:
+                async with asyncio.timeout(keepalive):
+                    await self._changed.wait()
+            except TimeoutError:
+                yield None
+
+
+async def with_keepalives(
+    frames: AsyncIterator[Frame], *, keepalive: float
+) -> AsyncGenerator[Frame | None, None]:
+    """``frames``, with None after every ``keepalive`` seconds of silence.
+
+    The frames are read by a task of their own (a follower reading Redis or the
+    database must not be cancelled in the middle of an await); it is cancelled and
+    awaited when the consumer leaves. ``LiveReply.follow`` has this built in.
+    """
+    queue: asyncio.Queue[Frame | None] = asyncio.Queue()  # None: finished
+
+    async def pump() -> None:
+        try:
+            async for frame in frames:
+                await queue.put(frame)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    frame = await queue.get()
+            except TimeoutError:
+                yield None
+                continue
+            if frame is None:
+                break
+            yield frame
+        await task  # re-raise a follower's failure
+    finally:
+        with anyio.CancelScope(shield=True):
+            if not task.done():
+                await stop_task(task)
 
 
 class ReplyRegistry:
@@ -285,11 +336,14 @@ class ReplyFollower:
         self._stream = stream
         self._poll = poll
 
-    async def attach(self, session_id: str, conversation_id: str) -> AsyncIterator[Frame]:
+    async def attach(
+        self, session_id: str, conversation_id: str, *, keepalive: float
+    ) -> AsyncGenerator[Frame | None, None]:
         """Frames of the conversation's reply in progress: ``start``, the text so far, the
-        rest live, then ``done``/``error``. Raises ``NotFound`` (before any frame) when
-        the conversation is not the session's (``conversation_not_found``) or no reply is
-        in progress (``reply_not_found``)."""
+        rest live, then ``done``/``error``; None after every ``keepalive`` seconds of
+        silence. Raises ``NotFound`` (before any frame) when the conversation is not the
+        session's (``conversation_not_found``) or no reply is in progress
+        (``reply_not_found``)."""
         async with self._sessionmaker() as db:
             row = await t.streaming_reply(db, session_id, conversation_id)
         if row is None:
@@ -298,8 +352,8 @@ class ReplyFollower:
             )
         live = self._registry.get(session_id, row.id)
         if live is not None:
-            return live.follow(catch_up=True)
-        return self._follow_elsewhere(row)
+            return live.follow(catch_up=True, keepalive=keepalive)
+        return with_keepalives(self._follow_elsewhere(row), keepalive=keepalive)
 
     async def _follow_elsewhere(self, row: MessageRow) -> AsyncIterator[Frame]:
         session_id = row.session_id
@@ -351,4 +405,5 @@ __all__ = [
     "ReplyRegistry",
     "final_frame_of",
     "is_final",
+    "with_keepalives",
 ]

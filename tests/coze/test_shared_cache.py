@@ -1,7 +1,7 @@
 """Coze tokens shared by every replica through Redis: one exchange per session_name for
 the whole fleet, encrypted at rest, forgotten everywhere at once. Each "replica" here is
 a token manager with its own Redis client and HTTP pool (two real processes:
-tests/fleet)."""
+tests/fleet). Each replica also keeps tokens in memory for a while (``local_ttl``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..fakes.coze_server import FakeClock, FakeCoze
 pytestmark = pytest.mark.redis
 
 SECRET = "fleet-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+LOCAL_TTL = 30.0  # RedisTokenCache's default
 
 
 @pytest.fixture
@@ -68,14 +69,47 @@ async def test_tokens_are_encrypted_at_rest_and_unreadable_with_another_key(
         await client.aclose()
 
 
-async def test_forgetting_on_one_replica_forgets_on_all(
-    replicas: list[CozeTokenManager], fake_coze: FakeCoze
+async def test_forgetting_on_one_replica_reaches_the_others_within_the_local_ttl(
+    replicas: list[CozeTokenManager], fake_coze: FakeCoze, clock: FakeClock
 ) -> None:
     first = await replicas[0].access_token("a")
     assert await replicas[1].access_token("a") == first
     await replicas[1].invalidate("a")
+    # Replica 0 still holds it in memory (a turn there that Coze refuses discards it).
+    assert await replicas[0].access_token("a") == first
+    clock.advance(LOCAL_TTL)
     fresh = await replicas[0].access_token("a")
     assert fresh != first
+    assert await replicas[1].access_token("a") == fresh
+    assert fake_coze.exchanges == {"a": 2}
+
+
+async def test_a_replica_reads_redis_once_per_local_ttl(
+    replicas: list[CozeTokenManager], fake_coze: FakeCoze, redis_space: RedisSpace, clock: FakeClock
+) -> None:
+    token = await replicas[0].access_token("a")
+    client = Redis.from_url(redis_space.url)
+    try:
+        await client.delete(f"{redis_space.prefix}coze:token:a")  # Redis is not asked again
+        clock.advance(LOCAL_TTL - 1)
+        assert await replicas[0].access_token("a") == token
+        assert fake_coze.exchanges == {"a": 1}
+        clock.advance(1)  # the local copy lapsed: Redis is asked, finds none, exchanges
+        assert await replicas[0].access_token("a") != token
+        assert fake_coze.exchanges == {"a": 2}
+    finally:
+        await client.aclose()
+
+
+async def test_a_replica_whose_token_coze_refused_takes_the_fleets_fresh_one(
+    replicas: list[CozeTokenManager], fake_coze: FakeCoze
+) -> None:
+    first = await replicas[0].access_token("a")
+    assert await replicas[1].access_token("a") == first
+    await replicas[1].invalidate("a", first)
+    fresh = await replicas[1].access_token("a")
+    await replicas[0].invalidate("a", first)  # replica 0's turn was refused with `first`
+    assert await replicas[0].access_token("a") == fresh
     assert fake_coze.exchanges == {"a": 2}
 
 

@@ -3,7 +3,6 @@ and the SSE relay every streamed reply goes through."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -19,7 +18,6 @@ from ..errors import BadRequest, Forbidden, UpstreamError
 from ..providers.base import AcceptsClientParameters, Provider
 from ..replies import Frame, LiveReply
 from ..store import SessionRow
-from ..tasks import stop_task
 from .deps import CallerDep, JsonBody, StateDep, pick_named_user, resolve_session
 from .schemas import ChatRequest, ChatResponse, ErrorEnvelope
 
@@ -164,7 +162,7 @@ async def chat_stream(
     live = await state.chat.start_turn(session, turn_input(body, session, state.provider))
     cancel = state.settings.on_disconnect == "cancel"
     return EventStreamResponse(
-        sse_frames(live.follow(), keepalive=state.settings.keepalive_interval),
+        sse_frames(live.follow(keepalive=state.settings.keepalive_interval)),
         on_close=(lambda: live.request_stop("disconnect")) if cancel else None,
     )
 
@@ -174,50 +172,13 @@ def sse_frame(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-async def with_keepalives(
-    frames: AsyncIterator[Frame], *, keepalive: float
-) -> AsyncGenerator[Frame | None, None]:
-    """``frames``, with None after every ``keepalive`` seconds of silence.
-
-    The frames are read by a task of their own (a follower must not be cancelled in the
-    middle of an await); it is cancelled and awaited when the consumer leaves.
-    """
-    queue: asyncio.Queue[Frame | None] = asyncio.Queue()  # None: finished
-
-    async def pump() -> None:
-        try:
-            async for frame in frames:
-                await queue.put(frame)
-        finally:
-            queue.put_nowait(None)
-
-    task = asyncio.create_task(pump())
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    frame = await queue.get()
-            except TimeoutError:
-                yield None
-                continue
-            if frame is None:
-                break
-            yield frame
-        await task  # re-raise a follower's failure
-    finally:
-        with anyio.CancelScope(shield=True):
-            if not task.done():
-                await stop_task(task)
-
-
-async def sse_frames(frames: AsyncIterator[Frame], *, keepalive: float) -> AsyncIterator[str]:
-    """A reply's frames as SSE text, with keep-alive comments. A follower that fails
+async def sse_frames(frames: AsyncGenerator[Frame | None, None]) -> AsyncIterator[str]:
+    """A reply's frames as SSE text, None as a keep-alive comment. A follower that fails
     mid-stream ends the stream with an ``error`` frame, never a silent cut."""
     yield ": stream open\n\n"
-    relay = with_keepalives(frames, keepalive=keepalive)
-    async with contextlib.aclosing(relay):
+    async with contextlib.aclosing(frames):
         try:
-            async for frame in relay:
+            async for frame in frames:
                 yield ": keep-alive\n\n" if frame is None else sse_frame(frame)
         except Exception:
             error = UpstreamError("The reply could not be relayed; reload to see it.")
@@ -258,5 +219,4 @@ __all__ = [
     "sse_frames",
     "turn_input",
     "wait_for_reply",
-    "with_keepalives",
 ]

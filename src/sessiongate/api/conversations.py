@@ -131,8 +131,10 @@ async def follow_reply(
     `interrupted` if the process writing it died). 404 `reply_not_found` when no reply
     is in progress (read the messages instead).
     """
-    frames = await state.chat.follower.attach(session.id, conversation_id)
-    return EventStreamResponse(sse_frames(frames, keepalive=state.settings.keepalive_interval))
+    frames = await state.chat.follower.attach(
+        session.id, conversation_id, keepalive=state.settings.keepalive_interval
+    )
+    return EventStreamResponse(sse_frames(frames))
 
 
 @router.post("/{conversation_id}/stop", response_model=StopResult, responses=_NOT_FOUND)

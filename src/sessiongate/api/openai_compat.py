@@ -67,7 +67,7 @@ from ..errors import (
 )
 from ..providers.base import AcceptsClientParameters
 from ..replies import LiveReply
-from .chat import EventStreamResponse, sse_frame, wait_for_reply, with_keepalives
+from .chat import EventStreamResponse, sse_frame, wait_for_reply
 from .deps import Caller, GatewayState, get_state, identify_caller, pick_named_user, resolve_session
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -454,7 +454,7 @@ async def _chunk_frames(
         return sse_frame(payload)
 
     yield chunk({"role": "assistant", "content": ""})
-    frames = with_keepalives(live.follow(), keepalive=state.settings.keepalive_interval)
+    frames = live.follow(keepalive=state.settings.keepalive_interval)
     async with contextlib.aclosing(frames):
         async for frame in frames:
             if frame is None:

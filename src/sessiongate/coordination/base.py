@@ -65,6 +65,10 @@ class Coordinator(Protocol):
         """Remove ``turn_id`` from the session's turns in progress."""
         ...
 
+    async def unlock_and_leave(self, lease: LockLease, turn_id: str) -> None:
+        """``unlock`` and ``leave`` together (one round trip where the backend can)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -85,7 +89,9 @@ class HeldLock:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = field(default=False)
 
-    async def release(self) -> None:
+    async def release(self, *, leaving: str | None = None) -> None:
+        """Stop renewing and release the lock; with ``leaving`` (a turn id) also leave
+        the session's turns in progress, in the same round trip."""
         if self._released:
             return
         self._released = True
@@ -95,9 +101,13 @@ class HeldLock:
                 # A renewal in flight (a database write, with DatabaseCoordinator) is let
                 # finish rather than cancelled mid-write.
                 await stop_task(self._renewer, grace=self._owner.lock_ttl)
+            backend = self._owner.backend
             try:
-                await self._owner.backend.unlock(self.lease)
-            except Exception:  # the lock lapses by itself after its TTL
+                if leaving is None:
+                    await backend.unlock(self.lease)
+                else:
+                    await backend.unlock_and_leave(self.lease, leaving)
+            except Exception:  # the lock and the turn's entry lapse by themselves
                 log.exception("could not release the lock of session %s", self.lease.session_id)
             finally:
                 self._local.release()

@@ -56,6 +56,10 @@ class DatabaseCoordinator:
                 )
             )
 
+    async def unlock_and_leave(self, lease: LockLease, turn_id: str) -> None:
+        await self.unlock(lease)
+        await self.leave(lease.session_id, turn_id)
+
     async def aclose(self) -> None:
         return None
 

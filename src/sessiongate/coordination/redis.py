@@ -32,6 +32,13 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_UNLOCK_AND_LEAVE = """
+redis.call('zrem', KEYS[2], ARGV[2])
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
 _ADMIT = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
 if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[2]) then
@@ -53,6 +60,7 @@ class RedisCoordinator:
         self._renew = redis.register_script(_RENEW)
         self._unlock = redis.register_script(_UNLOCK)
         self._admit = redis.register_script(_ADMIT)
+        self._unlock_and_leave = redis.register_script(_UNLOCK_AND_LEAVE)
 
     def _key(self, kind: str, session_id: str) -> str:
         return f"{self._prefix}{kind}:{session_id}"
@@ -82,6 +90,10 @@ class RedisCoordinator:
 
     async def leave(self, session_id: str, turn_id: str) -> None:
         await self._redis.zrem(self._key("turns", session_id), turn_id)
+
+    async def unlock_and_leave(self, lease: LockLease, turn_id: str) -> None:
+        keys = [self._key("lock", lease.session_id), self._key("turns", lease.session_id)]
+        await self._unlock_and_leave(keys=keys, args=[lease.token, turn_id])
 
     async def aclose(self) -> None:
         return None  # the Redis client is owned (and closed) by the app's lifespan

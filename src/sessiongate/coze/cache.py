@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -132,6 +133,13 @@ class RedisTokenCache:
     exchanges anyway: a second exchange is better than a failed turn. ``discard`` with a
     value compares then deletes (not atomic: at worst a fresh token is dropped and
     exchanged again).
+
+    A token read from Redis is also kept in this process for ``local_ttl`` seconds (at
+    most ``local_size`` tokens, least recently used dropped first), so a session's turns
+    do not each cost a Redis round trip and a decryption. A token another replica
+    discarded may so be sent for up to ``local_ttl`` seconds more: if Coze then answers
+    "token invalid", the turn discards it here too and exchanges a new one
+    (``CozeTokenManager``), as after any revocation.
     """
 
     def __init__(
@@ -143,6 +151,8 @@ class RedisTokenCache:
         clock: Clock = time.time,
         lock_ttl: float = 30.0,
         lock_wait: float = 30.0,
+        local_ttl: float = 30.0,
+        local_size: int = 10_000,
     ) -> None:
         self._redis = redis
         self._fernet = Fernet(derive_cache_key(secret_key))
@@ -151,11 +161,32 @@ class RedisTokenCache:
         self._lock_ttl = lock_ttl
         self._lock_wait = lock_wait
         self._unlock = redis.register_script(_UNLOCK)
+        self._local_ttl = local_ttl
+        self._local_size = local_size
+        # session_name -> (token, clock() when it was read or written)
+        self._local: OrderedDict[str, tuple[AccessToken, float]] = OrderedDict()
 
     def _key(self, kind: str, session_name: str) -> str:
         return f"{self._prefix}coze:{kind}:{session_name}"
 
+    def _remember(self, session_name: str, token: AccessToken) -> None:
+        self._local[session_name] = (token, self._clock())
+        self._local.move_to_end(session_name)
+        while len(self._local) > self._local_size:
+            self._local.popitem(last=False)
+
     async def get(self, session_name: str) -> AccessToken | None:
+        entry = self._local.get(session_name)
+        if entry is not None:
+            if 0 <= self._clock() - entry[1] < self._local_ttl:
+                return entry[0]
+            del self._local[session_name]
+        token = await self._shared(session_name)
+        if token is not None:
+            self._remember(session_name, token)
+        return token
+
+    async def _shared(self, session_name: str) -> AccessToken | None:
         blob = await self._redis.get(self._key("token", session_name))
         if blob is None:
             return None
@@ -171,10 +202,12 @@ class RedisTokenCache:
         ttl = max(1, int(token.expires_at - self._clock()))
         blob = self._fernet.encrypt(json.dumps({"v": token.value, "e": token.expires_at}).encode())
         await self._redis.set(self._key("token", session_name), blob, ex=ttl)
+        self._remember(session_name, token)
 
     async def discard(self, session_name: str, value: str | None = None) -> None:
+        self._local.pop(session_name, None)
         if value is not None:
-            current = await self.get(session_name)
+            current = await self._shared(session_name)
             if current is None or current.value != value:
                 return
         await self._redis.delete(self._key("token", session_name))

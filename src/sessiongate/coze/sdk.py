@@ -44,15 +44,15 @@ _ERROR_EVENT_PREFIX = "error event: "
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Building a context loads the CA bundle (~50 ms); every Coze client shares one.
+def ssl_context() -> ssl.SSLContext:
+    """The CA bundle every Coze client shares (building one loads it: ~50 ms)."""
     return httpx.create_ssl_context()
 
 
 def new_http_client() -> httpx.AsyncClient:
     """A connection pool for Coze calls (timeouts are set per request by their users)."""
     return httpx.AsyncClient(
-        verify=_ssl_context(),
+        verify=ssl_context(),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
 
@@ -106,8 +106,8 @@ class TurnHTTPClient(AsyncHTTPClient):
             await response.aclose()
 
 
-def transport_error(exc: httpx.HTTPError, logid: str | None, *, started: bool) -> UpstreamError:
-    """Map an ``httpx`` failure; ``started``: whether the response stream had begun."""
+def transport_error(exc: BaseException, logid: str | None, *, started: bool) -> UpstreamError:
+    """Map an httpx or aiohttp failure; ``started``: whether the response stream had begun."""
     return _transport_error(exc, upstream="Coze", started=started, logid=logid)
 
 
@@ -212,5 +212,6 @@ __all__ = [
     "event_pair",
     "from_cozepy",
     "new_http_client",
+    "ssl_context",
     "transport_error",
 ]

@@ -1,5 +1,5 @@
-"""The one place where ``httpx`` (and ``httpx2``, which ``openai>=3`` uses) transport
-failures become sessiongate errors.
+"""The one place where ``httpx`` (and ``httpx2``, which ``openai>=3`` uses) and ``aiohttp``
+(the Coze workflow stream) transport failures become sessiongate errors.
 
 The caller's message names only the upstream in plain words; the exception type, its
 text and the URL go to ``detail`` and the log, never to a client.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import httpx
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
-    timeouts: list[type[Exception]] = [httpx.TimeoutException]
-    errors: list[type[Exception]] = [httpx.HTTPError]
+    timeouts: list[type[Exception]] = [httpx.TimeoutException, aiohttp.ServerTimeoutError]
+    errors: list[type[Exception]] = [httpx.HTTPError, aiohttp.ClientError]
     try:
         import httpx2
     except ImportError:
@@ -29,7 +30,7 @@ def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Excepti
     return tuple(timeouts), tuple(errors)
 
 
-#: (timeouts, every transport error) of httpx and httpx2.
+#: (timeouts, every transport error) of httpx, httpx2 and aiohttp.
 TIMEOUT_ERRORS, TRANSPORT_ERRORS = _transport_errors()
 
 
