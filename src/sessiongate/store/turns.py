@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, delete, func, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, delete, func, insert, select, update
 
 from ..errors import BadRequest, NotFound
 from .database import DbSession
@@ -26,6 +26,76 @@ from .queries import title_from, touch_session
 STREAMING = "streaming"
 _MESSAGES = cast(Table, MessageRow.__table__)
 _CONVERSATIONS = cast(Table, ConversationRow.__table__)
+_M = _MESSAGES.c
+_C = _CONVERSATIONS.c
+
+# The statements every turn runs, built once with bound parameters: Core on the tables
+# (not the ORM entities, whose bulk-update path evaluates every UPDATE against the
+# session), so an execution skips building, coercing and the ORM plugin. Measured on
+# this project's machine: ~420 µs of CPU per one-statement transaction instead of ~840.
+# Parameter names start with ``p_``: SQLAlchemy reserves column names in UPDATEs.
+_INSERT_MESSAGES = insert(_MESSAGES)
+
+
+def _allocate_statement(*, with_title: bool) -> Any:
+    values: dict[str, Any] = {
+        "next_position": _C.next_position + bindparam("p_count"),
+        "updated_at": bindparam("p_now"),
+    }
+    if with_title:
+        values["title"] = func.coalesce(_C.title, bindparam("p_title"))
+    return (
+        update(_CONVERSATIONS)
+        .where(_C.id == bindparam("p_conversation_id"), _C.session_id == bindparam("p_session_id"))
+        .values(**values)
+        .returning(_C.next_position, _C.upstream_conversation_id)
+    )
+
+
+_ALLOCATE = _allocate_statement(with_title=False)
+_ALLOCATE_TITLED = _allocate_statement(with_title=True)
+_STREAMING_REPLY = (
+    _M.id == bindparam("p_reply_id"),
+    _M.session_id == bindparam("p_session_id"),
+    _M.status == STREAMING,
+)
+_CONTEXT = (
+    select(_M.role, _M.content)
+    .where(
+        _M.session_id == bindparam("p_session_id"),
+        _M.conversation_id == bindparam("p_conversation_id"),
+        _M.position < bindparam("p_before"),
+        _M.status.not_in(("error", STREAMING)),
+        _M.content != "",
+    )
+    .order_by(_M.position.desc())
+    .limit(bindparam("p_limit", type_=Integer))
+)
+_FINISH = (
+    update(_MESSAGES)
+    .where(*_STREAMING_REPLY)
+    .values(
+        content=bindparam("p_content"),
+        status=bindparam("p_status"),
+        finish_reason=bindparam("p_finish_reason"),
+        error_code=bindparam("p_error_code"),
+        upstream_logid=bindparam("p_upstream_logid"),
+        prompt_tokens=bindparam("p_prompt_tokens"),
+        completion_tokens=bindparam("p_completion_tokens"),
+    )
+)
+_BIND_UPSTREAM = (
+    update(_CONVERSATIONS)
+    .where(_C.id == bindparam("p_conversation_id"), _C.session_id == bindparam("p_session_id"))
+    .values(upstream_conversation_id=bindparam("p_upstream_ref"))
+)
+_SAVE_PROGRESS = (
+    update(_MESSAGES)
+    .where(*_STREAMING_REPLY)
+    .values(content=bindparam("p_content"))
+    .returning(_M.stop_requested)
+)
+_STOP_REQUESTED = select(_M.stop_requested).where(*_STREAMING_REPLY)
 
 
 class ContextMessage(NamedTuple):
@@ -95,7 +165,7 @@ async def open_turn(
         assert text is not None
         user = _message(session_id, conversation_id, 1, "user", text, now)
         reply = _message(session_id, conversation_id, 2, "assistant", "", now, status=STREAMING)
-        await db.execute(insert(_MESSAGES), [user, reply])
+        await db.execute(_INSERT_MESSAGES, [user, reply])
         if touch_ttl is not None:
             await touch_session(db, session_id, idle_ttl=touch_ttl, now=now)
         return OpenedTurn(conversation_id, None, reply["id"], [ContextMessage("user", text)])
@@ -134,37 +204,35 @@ async def open_turn(
         session_id, conversation_id, first + count - 1, "assistant", "", now, status=STREAMING
     )
     rows.append(reply)
-    await db.execute(insert(_MESSAGES), rows)
+    await db.execute(_INSERT_MESSAGES, rows)
     if touch_ttl is not None:
         await touch_session(db, session_id, idle_ttl=touch_ttl, now=now)
-    before = reply["position"]
-    query = context_query(session_id, conversation_id, before=before, limit=history_limit)
-    history = (await db.execute(query)).all()
+    history = (
+        await db.execute(
+            _CONTEXT,
+            {
+                "p_session_id": session_id,
+                "p_conversation_id": conversation_id,
+                "p_before": reply["position"],
+                "p_limit": history_limit,
+            },
+        )
+    ).all()
     context = [ContextMessage(role, content) for role, content in reversed(history)]
     return OpenedTurn(conversation_id, upstream_ref, reply["id"], context)
 
 
-def context_query(
-    session_id: str, conversation_id: str, *, before: int, limit: int
-) -> Select[str, str]:
-    """(role, content) of the conversation's last ``limit`` usable messages before
-    position ``before``, newest first.
+def context_query(session_id: str, conversation_id: str, *, before: int, limit: int) -> Any:
+    """The statement ``open_turn`` runs for the context, with its values bound: (role,
+    content) of the conversation's last ``limit`` usable messages before position
+    ``before``, newest first.
 
     Its cost does not grow with the conversation: both databases walk the unique
     (conversation_id, position) index backwards and stop after ``limit`` rows
     (tests/store/test_context_query.py checks the plans).
     """
-    return (
-        select(MessageRow.role, MessageRow.content)
-        .where(
-            MessageRow.session_id == session_id,
-            MessageRow.conversation_id == conversation_id,
-            MessageRow.position < before,
-            MessageRow.status.not_in(("error", STREAMING)),
-            MessageRow.content != "",
-        )
-        .order_by(MessageRow.position.desc())
-        .limit(limit)
+    return _CONTEXT.params(
+        p_session_id=session_id, p_conversation_id=conversation_id, p_before=before, p_limit=limit
     )
 
 
@@ -176,20 +244,16 @@ async def _allocate(
     title: str | None,
     now: datetime,
 ) -> tuple[int, str | None]:
-    values: dict[str, Any] = {
-        "next_position": ConversationRow.next_position + count,
-        "updated_at": now,
+    params: dict[str, Any] = {
+        "p_conversation_id": conversation_id,
+        "p_session_id": session_id,
+        "p_count": count,
+        "p_now": now,
     }
     if title is not None:
-        values["title"] = func.coalesce(ConversationRow.title, title)
-    found = (
-        await db.execute(
-            update(ConversationRow)
-            .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
-            .values(**values)
-            .returning(ConversationRow.next_position, ConversationRow.upstream_conversation_id)
-        )
-    ).first()
+        params["p_title"] = title
+    statement = _ALLOCATE if title is None else _ALLOCATE_TITLED
+    found = (await db.execute(statement, params)).first()
     if found is None:
         raise NotFound("No such conversation.", code="conversation_not_found")
     return int(found[0]) - count + 1, found[1]
@@ -222,27 +286,16 @@ def _message(
 async def save_progress(db: DbSession, session_id: str, reply_id: str, content: str) -> bool | None:
     """Save a streaming reply's text so far; returns whether a stop was requested, or
     None if the reply is no longer streaming (marked interrupted meanwhile)."""
-    return await db.scalar(
-        update(MessageRow)
-        .where(
-            MessageRow.id == reply_id,
-            MessageRow.session_id == session_id,
-            MessageRow.status == STREAMING,
-        )
-        .values(content=content)
-        .returning(MessageRow.stop_requested)
-    )
+    params = {"p_reply_id": reply_id, "p_session_id": session_id, "p_content": content}
+    flag = (await db.execute(_SAVE_PROGRESS, params)).scalar()
+    return None if flag is None else bool(flag)
 
 
 async def stop_requested(db: DbSession, session_id: str, reply_id: str) -> bool | None:
     """Whether a stop was requested for the streaming reply (None: not streaming)."""
-    return await db.scalar(
-        select(MessageRow.stop_requested).where(
-            MessageRow.id == reply_id,
-            MessageRow.session_id == session_id,
-            MessageRow.status == STREAMING,
-        )
-    )
+    params = {"p_reply_id": reply_id, "p_session_id": session_id}
+    flag = (await db.execute(_STOP_REQUESTED, params)).scalar()
+    return None if flag is None else bool(flag)
 
 
 async def finish_reply(
@@ -265,27 +318,27 @@ async def finish_reply(
     ``upstream_ref`` with ``conversation_id`` also binds the provider's conversation id.
     """
     result: Any = await db.execute(
-        update(MessageRow)
-        .where(
-            MessageRow.id == reply_id,
-            MessageRow.session_id == session_id,
-            MessageRow.status == STREAMING,
-        )
-        .values(
-            content=content,
-            status=status,
-            finish_reason=finish_reason,
-            error_code=error_code,
-            upstream_logid=upstream_logid,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+        _FINISH,
+        {
+            "p_reply_id": reply_id,
+            "p_session_id": session_id,
+            "p_content": content,
+            "p_status": status,
+            "p_finish_reason": finish_reason,
+            "p_error_code": error_code,
+            "p_upstream_logid": upstream_logid,
+            "p_prompt_tokens": prompt_tokens,
+            "p_completion_tokens": completion_tokens,
+        },
     )
     if upstream_ref is not None and conversation_id is not None:
         await db.execute(
-            update(ConversationRow)
-            .where(ConversationRow.id == conversation_id, ConversationRow.session_id == session_id)
-            .values(upstream_conversation_id=upstream_ref)
+            _BIND_UPSTREAM,
+            {
+                "p_conversation_id": conversation_id,
+                "p_session_id": session_id,
+                "p_upstream_ref": upstream_ref,
+            },
         )
     return bool(result.rowcount == 1)
 
