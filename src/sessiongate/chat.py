@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,6 @@ from .providers.base import (
     ConversationBound,
     Finish,
     Provider,
-    ProviderEvent,
     TextDelta,
     TurnRequest,
     Usage,
@@ -364,49 +363,29 @@ class ChatService:
         self, request: TurnRequest, live: LiveReply, outcome: _Outcome, started: float
     ) -> None:
         cap = self.limits.max_reply_chars
-        async with contextlib.aclosing(self.provider.stream_reply(request)) as events:
-            async for event in self._with_timeouts(events):
-                if isinstance(event, TextDelta):
-                    text = event.text[: cap - outcome.chars]
-                    if text:
-                        if not outcome.parts:
-                            metrics.TTFT_SECONDS.labels(self.provider.name).observe(
-                                time.monotonic() - started
-                            )
-                        outcome.parts.append(text)
-                        outcome.chars += len(text)
-                        await self._publish(live, {"type": "message", "content": text})
-                    if outcome.chars >= cap:
-                        outcome.status, outcome.finish_reason = "incomplete", "length"
-                        return
-                elif isinstance(event, Finish):
-                    outcome.finish_reason = event.reason
-                elif isinstance(event, Usage):
-                    outcome.usage = event
-                elif isinstance(event, ConversationBound):
-                    outcome.upstream_ref = event.conversation_ref
-
-    async def _with_timeouts(
-        self, events: AsyncIterator[ProviderEvent]
-    ) -> AsyncIterator[ProviderEvent]:
-        idle, whole = self.limits.idle_timeout, self.limits.turn_timeout
-        deadline = time.monotonic() + whole
-        iterator = aiter(events)
-        while True:
-            remaining = deadline - time.monotonic()
-            wait = min(idle, remaining)
-            try:
-                # asyncio.timeout, not wait_for: the provider's stream must stay in this task.
-                async with asyncio.timeout(max(wait, 0)):
-                    event = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except TimeoutError as exc:
-                which = "turn deadline" if remaining <= idle else "idle timeout"
-                raise UpstreamTimeout(
-                    f"The model did not answer in time ({which}).", code="upstream_timeout"
-                ) from exc
-            yield event
+        with _Watchdog(idle=self.limits.idle_timeout, whole=self.limits.turn_timeout) as watchdog:
+            async with contextlib.aclosing(self.provider.stream_reply(request)) as events:
+                async for event in events:
+                    watchdog.poke()
+                    if isinstance(event, TextDelta):
+                        text = event.text[: cap - outcome.chars]
+                        if text:
+                            if not outcome.parts:
+                                metrics.TTFT_SECONDS.labels(self.provider.name).observe(
+                                    time.monotonic() - started
+                                )
+                            outcome.parts.append(text)
+                            outcome.chars += len(text)
+                            await self._publish(live, {"type": "message", "content": text})
+                        if outcome.chars >= cap:
+                            outcome.status, outcome.finish_reason = "incomplete", "length"
+                            return
+                    elif isinstance(event, Finish):
+                        outcome.finish_reason = event.reason
+                    elif isinstance(event, Usage):
+                        outcome.usage = event
+                    elif isinstance(event, ConversationBound):
+                        outcome.upstream_ref = event.conversation_ref
 
     async def _save_periodically(self, live: LiveReply, outcome: _Outcome) -> None:
         """Save the growing text every ``save_interval`` seconds and read back the stop
@@ -515,6 +494,61 @@ class ChatService:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Watchdog:
+    """The turn's two timeouts on its stream: ``idle`` seconds without an event, and
+    ``whole`` seconds in all. On either, the task is cancelled and the ``with`` block
+    raises ``UpstreamTimeout`` (504 ``upstream_timeout``).
+
+    One timer, re-armed only when it fires early, instead of an ``asyncio.timeout``
+    around every event: ``poke()`` per event only records the time. A cancellation from
+    elsewhere (a stop) passes through unchanged, told apart as ``asyncio.timeout``
+    does, by the task's cancellation count.
+    """
+
+    def __init__(self, *, idle: float, whole: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._idle = idle
+        self._deadline = self._loop.time() + whole
+        self._last = self._loop.time()
+        self._fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> _Watchdog:
+        self._cancelling = self._task.cancelling()
+        self._handle = self._loop.call_at(self._due(), self._check)
+        return self
+
+    def poke(self) -> None:
+        self._last = self._loop.time()
+
+    def _due(self) -> float:
+        return min(self._last + self._idle, self._deadline)
+
+    def _check(self) -> None:
+        due = self._due()
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._handle = None
+        self._fired = "turn deadline" if due >= self._deadline else "idle timeout"
+        self._task.cancel()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if (
+            self._fired is not None
+            and kind is asyncio.CancelledError
+            and self._task.uncancel() <= self._cancelling
+        ):
+            raise UpstreamTimeout(
+                f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
+            ) from exc
 
 
 async def run_recovery_periodically(chat: ChatService, *, interval: float) -> None:

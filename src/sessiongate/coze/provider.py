@@ -22,7 +22,7 @@ Clients: bot chat and conversation creation go through the official SDK ``cozepy
 (``AsyncCoze``, on httpx). Workflow chat is posted directly because cozepy's
 ``workflows.chat.stream`` cannot send the top-level ``session_name`` field, with aiohttp
 (``coze.workflow_http``: a sixth of httpx's CPU per streamed turn); it reads the same
-SSE framing (``stream.iter_sse``). Every cozepy, httpx and aiohttp failure is
+SSE framing (``stream.SseParser``). Every cozepy, httpx and aiohttp failure is
 translated at this boundary (``coze.sdk``), and every HTTP response is closed on every
 path, including when the consumer stops iterating early.
 """
@@ -65,8 +65,8 @@ from .sdk import (
     transport_error,
 )
 from .settings import CozeProviderName, CozeSettings, HistoryMode, render_inputs
-from .stream import ReplyMapper, decode_data, iter_sse
-from .workflow_http import StreamPool, iter_lines, timeouts
+from .stream import ReplyMapper, SseParser, decode_data
+from .workflow_http import StreamPool, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -488,11 +488,13 @@ class CozeWorkflowProvider(_CozeChatProvider):
             content_type = response.headers.get("content-type", "")
             if response.status != 200 or "text/event-stream" not in content_type:
                 raise await self._error_from_response(response)
+            parser = SseParser()
             try:
-                lines = iter_lines(response.content.iter_any())
-                async with contextlib.aclosing(iter_sse(lines)) as events:
-                    async for sse in events:
+                async for chunk in response.content.iter_any():
+                    for sse in parser.feed(chunk):
                         yield sse.event, decode_data(sse.data)
+                for sse in parser.close():
+                    yield sse.event, decode_data(sse.data)
             except TRANSPORT_ERRORS as exc:
                 raise transport_error(exc, mapper.logid, started=True) from None
         finally:

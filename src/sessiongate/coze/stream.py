@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,38 +43,79 @@ class SseEvent:
     data: str
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncGenerator[SseEvent, None]:
-    """Parse SSE ``lines`` (without line endings) into events.
+#: Longest SSE line accepted (bytes). A Coze event is one ``data:`` line; the longest
+#: real one repeats a whole reply (``conversation.message.completed``).
+MAX_LINE_BYTES = 4 * 1024 * 1024
 
-    Coze sends exactly one ``event:`` and one ``data:`` line per event, usually followed
-    by a blank line; an event is emitted at the blank line, or when a new ``event:``
-    line starts before one (cozepy accepts that framing too). Several ``data:`` lines are
-    joined with newlines as the SSE standard says; ``id:``, ``retry:`` and comments are
-    ignored. An event with no ``event:`` line is named ``message`` (the SSE default).
+
+class SseParser:
+    """Server-sent events from a byte stream, parsed as the chunks arrive.
+
+    ``feed(chunk)`` returns the events the chunk completed; ``close()`` those left when
+    the stream ends. Lines end with LF or CRLF and are UTF-8 (undecodable bytes are
+    replaced). Coze sends exactly one ``event:`` and one ``data:`` line per event,
+    usually followed by a blank line; an event is emitted at the blank line, or when a
+    new ``event:`` line starts before one (cozepy accepts that framing too). Several
+    ``data:`` lines are joined with newlines as the SSE standard says; ``id:``,
+    ``retry:`` and comments are ignored. An event with no ``event:`` line is named
+    ``message`` (the SSE default).
+
+    A plain synchronous parser, not a chain of async generators: on a streamed turn it
+    runs for every chunk, and each generator layer costs a task switch's worth of CPU.
+    Raises ``UpstreamError`` when a line grows past ``max_line`` bytes (an upstream
+    that never ends a line cannot fill the memory).
     """
-    name: str | None = None
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.rstrip("\r")
+
+    def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line
+        self._pending = b""
+        self._name: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        data = self._pending + chunk if self._pending else chunk
+        events: list[SseEvent] = []
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._line(data[start:end], events)
+            start = end + 1
+        self._pending = data[start:]
+        if len(self._pending) > self._max_line:
+            raise UpstreamError(
+                "The upstream sent a malformed stream (a line too long).",
+                detail=f"an SSE line grew past {self._max_line} bytes without an end",
+            )
+        return events
+
+    def close(self) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        if self._pending:
+            self._line(self._pending, events)
+            self._pending = b""
+        if self._data:
+            events.append(SseEvent(self._name or "message", "\n".join(self._data)))
+            self._name, self._data = None, []
+        return events
+
+    def _line(self, raw: bytes, events: list[SseEvent]) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
         if not line:
-            if data:
-                yield SseEvent(name or "message", "\n".join(data))
-            name, data = None, []
-            continue
+            if self._data:
+                events.append(SseEvent(self._name or "message", "\n".join(self._data)))
+            self._name, self._data = None, []
+            return
         if line.startswith(":"):
-            continue
+            return
         key, _, value = line.partition(":")
         if value.startswith(" "):
             value = value[1:]
         if key == "event":
-            if data:
-                yield SseEvent(name or "message", "\n".join(data))
-                data = []
-            name = value.strip()
+            if self._data:
+                events.append(SseEvent(self._name or "message", "\n".join(self._data)))
+                self._data = []
+            self._name = value.strip()
         elif key == "data":
-            data.append(value)
-    if data:
-        yield SseEvent(name or "message", "\n".join(data))
+            self._data.append(value)
 
 
 def decode_data(text: str) -> Any:
@@ -200,4 +240,4 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-__all__ = ["ReplyMapper", "SseEvent", "decode_data", "iter_sse"]
+__all__ = ["MAX_LINE_BYTES", "ReplyMapper", "SseEvent", "SseParser", "decode_data"]

@@ -8,22 +8,14 @@ turn, so it alone moves to aiohttp; the rest stays on httpx.
 
 ``StreamPool`` is one aiohttp session (a connection pool of ``limit`` connections,
 created on first use inside the running event loop, honouring ``HTTP(S)_PROXY`` like
-httpx). ``iter_lines`` splits a byte stream into text lines with a cap on a line's
-length, so an upstream that never ends a line cannot fill the memory.
+httpx); its bytes are parsed by ``stream.SseParser``.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator
 
 import aiohttp
-
-from ..errors import UpstreamError
-
-#: Longest SSE line accepted (bytes). A Coze event is one ``data:`` line; the longest
-#: real one repeats a whole reply (``conversation.message.completed``).
-MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
 class StreamPool:
@@ -60,29 +52,4 @@ def timeouts(*, connect: float, idle: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=idle)
 
 
-async def iter_lines(
-    chunks: AsyncIterator[bytes], *, max_line: int = MAX_LINE_BYTES
-) -> AsyncGenerator[str, None]:
-    """Text lines (UTF-8, undecodable bytes replaced) of ``chunks``, without their LF or
-    CRLF ending; the last line is yielded even without an ending.
-
-    Raises ``UpstreamError`` when a line grows past ``max_line`` bytes.
-    """
-    pending = b""
-    async for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        start = 0
-        while (end := data.find(b"\n", start)) != -1:
-            yield data[start:end].rstrip(b"\r").decode("utf-8", "replace")
-            start = end + 1
-        pending = data[start:]
-        if len(pending) > max_line:
-            raise UpstreamError(
-                "The upstream sent a malformed stream (a line too long).",
-                detail=f"an SSE line grew past {max_line} bytes without an end",
-            )
-    if pending:
-        yield pending.rstrip(b"\r").decode("utf-8", "replace")
-
-
-__all__ = ["MAX_LINE_BYTES", "StreamPool", "iter_lines", "timeouts"]
+__all__ = ["StreamPool", "timeouts"]
