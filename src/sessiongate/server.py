@@ -1,16 +1,22 @@
 """The HTTP server's edge limits: what uvicorn must refuse before the app sees a request.
 
 ``server_options(settings)`` returns the keyword arguments that ``sessiongate serve``
-(and the tests' loopback servers) pass to uvicorn. They select ``EdgeH11Protocol``, the
-h11 protocol with three limits the stock servers lack or answer badly:
+(and the tests' loopback servers) pass to uvicorn. They select ``EdgeHttpToolsProtocol``,
+uvicorn's httptools (llhttp) protocol with three limits the stock servers lack or answer
+badly:
 
 - request line and headers over ``MAX_HEADER_BYTES`` (16 KiB): 431 and the connection
-  closed (h11 keeps the partial head in memory; httptools has no cap at all);
+  closed. httptools has no cap of its own (it buffers an unfinished header however
+  long), so the bytes received while a head is incomplete are counted here;
 - a request (head and body) not complete within ``SESSIONGATE_REQUEST_READ_TIMEOUT``
   seconds: 408 if the head is still incomplete, else the connection is closed and the
   app sees a disconnect (slow-header and slow-body clients cannot pin connections);
 - more than ``SESSIONGATE_MAX_CONNECTIONS`` open connections: the new one gets 503
   (with ``Retry-After``) at once and is closed, without reading anything.
+
+Why httptools and not h11 (used before): h11 is pure Python and was ~13% of the
+gateway's CPU on a streamed turn (``bench/README.md``); the same limits cost a few
+lines on either.
 
 Refusals carry the usual ``{"error": {"code", "message"}}`` envelope. Body size is a
 per-route rule and lives in the app (``api.middleware.body_limit``).
@@ -22,11 +28,9 @@ import asyncio
 import functools
 import json
 import logging
-import sys
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Settings
 
@@ -54,8 +58,8 @@ def _raw_error(status: int, code: str, message: str, *, retry_after: int | None 
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
-class EdgeH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a request read deadline, a connection cap and 431s.
+class EdgeHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus a request read deadline, a connection cap and 431s.
 
     ``read_timeout`` is seconds for one whole request to arrive; ``max_connections``
     counts this server's open connections (per process).
@@ -68,6 +72,9 @@ class EdgeH11Protocol(H11Protocol):
         self._read_timeout = read_timeout
         self._max_connections = max_connections
         self._read_deadline: asyncio.TimerHandle | None = None
+        self._receiving = False  # a request has begun and is not whole yet
+        self._head_done = False  # its request line and headers are complete
+        self._head_bytes = 0  # bytes received while its head was incomplete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -88,38 +95,37 @@ class EdgeH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._receiving:
+            # The first bytes of a request (or of the first one: armed at connect).
+            self._receiving = True
+            self._arm_deadline()
+        if not self._head_done:
+            self._head_bytes += len(data)
         super().data_received(data)
-        self._track_request()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._track_request()
-
-    def send_400_response(self, msg: str) -> None:
-        # Called from handle_events' `except h11.RemoteProtocolError`; h11 hints 431
-        # when the unfinished head outgrew h11_max_incomplete_event_size.
-        error = sys.exc_info()[1]
-        if isinstance(error, h11.RemoteProtocolError) and error.error_status_hint == 431:
+        if (
+            not self._head_done
+            and self._head_bytes > MAX_HEADER_BYTES
+            and not self.transport.is_closing()
+        ):
             self._refuse(
                 431,
                 "headers_too_large",
                 f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.",
             )
-            return
-        super().send_400_response(msg)
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # The request is whole: the app's response time is not the client's to limit.
+        self._disarm_deadline()
+        self._receiving = False
+        self._head_done = False
+        self._head_bytes = 0
+        super().on_message_complete()
 
     # ------------------------------------------------------------------ the deadline
-
-    def _track_request(self) -> None:
-        """Arm the deadline while a request is partly received; disarm once it is whole."""
-        if self.transport is None or self.transport.is_closing():
-            return
-        state = self.conn.their_state
-        if state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
-            self._disarm_deadline()
-        elif state is h11.SEND_BODY or self.conn.trailing_data[0]:
-            self._arm_deadline()
-        # IDLE with nothing received: the keep-alive timeout governs the idle connection.
 
     def _arm_deadline(self) -> None:
         if self._read_deadline is None:
@@ -134,7 +140,7 @@ class EdgeH11Protocol(H11Protocol):
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self.conn.their_state is h11.IDLE:
+        if not self._head_done:
             self._refuse(
                 408,
                 "request_timeout",
@@ -160,14 +166,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """
     return {
         "http": functools.partial(
-            EdgeH11Protocol,
+            EdgeHttpToolsProtocol,
             read_timeout=settings.request_read_timeout,
             max_connections=settings.max_connections,
         ),
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
         "timeout_keep_alive": 5,
         "proxy_headers": False,
     }
 
 
-__all__ = ["MAX_HEADER_BYTES", "EdgeH11Protocol", "server_options"]
+__all__ = ["MAX_HEADER_BYTES", "EdgeHttpToolsProtocol", "server_options"]
