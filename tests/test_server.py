@@ -98,6 +98,18 @@ def test_headers_over_16_kib_get_431_and_the_connection_closes(
         assert closed_by_server(sock)
 
 
+def test_a_whole_head_over_16_kib_sent_at_once_gets_431(edge: tuple[int, dict[str, Any]]) -> None:
+    port, _ = edge
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 90) for i in range(200))  # ~20 KiB
+    with connect(port) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        status, headers_back, body, _ = read_response(sock)
+        assert status == 431
+        assert headers_back["connection"] == "close"
+        assert error_code(body) == "headers_too_large"
+        assert closed_by_server(sock)
+
+
 def test_headers_under_the_cap_are_served(edge: tuple[int, dict[str, Any]]) -> None:
     port, _ = edge
     with connect(port) as sock:

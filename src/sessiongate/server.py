@@ -58,6 +58,10 @@ def _raw_error(status: int, code: str, message: str, *, retry_after: int | None 
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the cap."""
+
+
 class EdgeHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus a request read deadline, a connection cap and 431s.
 
@@ -75,6 +79,7 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         self._receiving = False  # a request has begun and is not whole yet
         self._head_done = False  # its request line and headers are complete
         self._head_bytes = 0  # bytes received while its head was incomplete
+        self._head_size = 0  # bytes of its request line and headers, as parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,22 +112,43 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
             and self._head_bytes > MAX_HEADER_BYTES
             and not self.transport.is_closing()
         ):
-            self._refuse(
-                431,
-                "headers_too_large",
-                f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.",
-            )
+            self._refuse_large_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_done = True
+        if self._head_size > MAX_HEADER_BYTES:
+            # A whole head over the cap that arrived at once: refused all the same. The
+            # exception stops the parser; uvicorn answers through send_400_response.
+            raise _HeadTooLarge
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_size > MAX_HEADER_BYTES:
+            self._refuse_large_head()
+            return
+        super().send_400_response(msg)
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.",
+        )
 
     def on_message_complete(self) -> None:
         # The request is whole: the app's response time is not the client's to limit.
         self._disarm_deadline()
         self._receiving = False
         self._head_done = False
-        self._head_bytes = 0
+        self._head_bytes = self._head_size = 0
         super().on_message_complete()
 
     # ------------------------------------------------------------------ the deadline
