@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from . import metrics
 from .coordination import HeldLock, SessionCoordination
@@ -58,7 +58,7 @@ from .replies import Frame, LiveReply, RedisReplyStream, ReplyFollower, ReplyReg
 from .store import DbSession, SessionRow
 from .store import turns as t
 from .store.models import new_id, utcnow
-from .tasks import stop_task
+from .tasks import Deferred
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ class ChatService:
         stream: RedisReplyStream | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        # The turn's own statements are Core: they run on a plain connection, without an
+        # ORM session's unit of work around them.
+        self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self.provider = provider
         self.coordination = coordination
         self.limits = limits
@@ -251,7 +254,7 @@ class ChatService:
         ttl = self.limits.idle_ttl
         # Push the expiry out at most once a minute: most turns then write no session row.
         stale = (session.expires_at - now).total_seconds() < ttl - 60
-        async with self._sessionmaker() as db, db.begin():
+        async with self._engine.begin() as db:
             return await t.open_turn(
                 db,
                 session.id,
@@ -303,7 +306,11 @@ class ChatService:
         outcome = _Outcome()
         provider = self.provider.name
         metrics.REPLIES_IN_PROGRESS.inc()
-        saver = asyncio.create_task(self._save_periodically(live, outcome))
+        saver = Deferred(
+            self.limits.save_interval,
+            lambda: self._save_periodically(live, outcome),
+            name=f"save-{opened.reply_id}",
+        )
         try:
             await self._publish(
                 live,
@@ -345,7 +352,7 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 # Told, not cancelled: a save in flight finishes its write first.
                 outcome.ended.set()
-                await stop_task(saver, grace=_SAVE_GRACE)
+                await saver.stop(grace=_SAVE_GRACE)
                 final = await self._finish(session, opened, live, outcome)
                 # Free the session before telling anyone the reply ended, so a client's
                 # next turn, sent on the final frame, never finds it still busy.
@@ -392,15 +399,11 @@ class ChatService:
         flag another process may have set; a reply no longer streaming (taken over by the
         recovery sweep) stops too."""
         saved = 0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.save_interval):
-                    await outcome.ended.wait()
-            if outcome.ended.is_set():  # the turn is finishing
-                return
+        while not outcome.ended.is_set():  # else the turn is finishing
+            # Started one interval into the turn (``Deferred``): save first, then wait.
             try:
                 chars = outcome.chars
-                async with self._sessionmaker() as db, db.begin():
+                async with self._engine.begin() as db:
                     if chars != saved:
                         flag = await t.save_progress(
                             db, live.session_id, live.message_id, "".join(outcome.parts)
@@ -410,12 +413,15 @@ class ChatService:
                 saved = chars  # only once the write committed: a failed save is retried
             except Exception:
                 log.exception("could not save a reply in progress")
-                continue
-            if outcome.ended.is_set():
-                return
-            if flag is None or flag:
-                live.request_stop("stopped" if flag else "lost")
-                return
+            else:
+                if outcome.ended.is_set():
+                    return
+                if flag is None or flag:
+                    live.request_stop("stopped" if flag else "lost")
+                    return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.save_interval):
+                    await outcome.ended.wait()
 
     async def _finish(
         self, session: SessionRow, opened: t.OpenedTurn, live: LiveReply, outcome: _Outcome
@@ -423,7 +429,7 @@ class ChatService:
         """Store the reply's end; returns the final frame to publish."""
         error = outcome.error
         try:
-            async with self._sessionmaker() as db, db.begin():
+            async with self._engine.begin() as db:
                 await t.finish_reply(
                     db,
                     session.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -31,4 +32,37 @@ async def stop_task(task: asyncio.Task[Any], *, grace: float = 0.0, wait: float 
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
-__all__ = ["stop_task"]
+class Deferred:
+    """A background loop started only once ``delay`` seconds have passed.
+
+    For the loops a turn keeps beside it (renewing its session lock, saving its reply
+    as it grows): most turns end before their first round is due, and a timer costs
+    less than a task that sleeps, is woken and is stopped. ``factory()`` makes the
+    loop's coroutine; its first round should act at once. Must be made inside the
+    running loop.
+    """
+
+    def __init__(
+        self, delay: float, factory: Callable[[], Coroutine[Any, Any, None]], *, name: str
+    ) -> None:
+        self._factory = factory
+        self._name = name
+        self.task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            delay, self._start
+        )
+
+    def _start(self) -> None:
+        self._timer = None
+        self.task = asyncio.create_task(self._factory(), name=self._name)
+
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Never start it, or ``stop_task`` it with ``grace`` if it has started."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.task is not None:
+            await stop_task(self.task, grace=grace)
+
+
+__all__ = ["Deferred", "stop_task"]

@@ -5,7 +5,8 @@ A ``Coordinator`` (the shared half) is implemented on the database
 or PostgreSQL) and on Redis (``RedisCoordinator``: keys with expiry and a fencing
 counter). ``SessionCoordination`` puts an in-process FIFO lock in front of it, so
 turns of one session queued in the same process wait on an ``asyncio.Lock`` instead
-of polling the shared store, and keeps each held lock renewed until it is released.
+of polling the shared store, and keeps each held lock renewed until it is released
+(from a third of its TTL on: a turn shorter than that never starts a renewer).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import anyio
 
 from ..errors import SessionBusy
 from ..store.models import new_id
-from ..tasks import stop_task
+from ..tasks import Deferred
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class HeldLock:
     lease: LockLease
     _owner: SessionCoordination
     _local: asyncio.Lock
-    _renewer: asyncio.Task[None] | None = None
+    _renewer: Deferred | None = None
     _released: bool = False
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = field(default=False)
@@ -100,7 +101,7 @@ class HeldLock:
             if self._renewer is not None:
                 # A renewal in flight (a database write, with DatabaseCoordinator) is let
                 # finish rather than cancelled mid-write.
-                await stop_task(self._renewer, grace=self._owner.lock_ttl)
+                await self._renewer.stop(grace=self._owner.lock_ttl)
             backend = self._owner.backend
             try:
                 if leaving is None:
@@ -150,7 +151,9 @@ class SessionCoordination:
             self._local_done(session_id)
             raise
         held = HeldLock(lease, self, lock)
-        held._renewer = asyncio.create_task(self._renew(held), name=f"lock-{session_id}")
+        held._renewer = Deferred(
+            self.lock_ttl / 3, lambda: self._renew(held), name=f"lock-{session_id}"
+        )
         return held
 
     @contextlib.asynccontextmanager
@@ -176,12 +179,8 @@ class SessionCoordination:
             delay = min(delay * 2, 0.2)
 
     async def _renew(self, held: HeldLock) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.lock_ttl / 3):
-                    await held._stopping.wait()
-            if held._stopping.is_set():
-                return
+        # Started a third of the TTL after the lock was taken (``Deferred``): renew first.
+        while not held._stopping.is_set():
             try:
                 if not await self.backend.renew(held.lease, ttl=self.lock_ttl):
                     held.lost = True
@@ -189,6 +188,9 @@ class SessionCoordination:
                     return
             except Exception:
                 log.exception("could not renew the lock of session %s", held.lease.session_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lock_ttl / 3):
+                    await held._stopping.wait()
 
     def _local_done(self, session_id: str) -> None:
         lock, users = self._local[session_id]

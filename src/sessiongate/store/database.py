@@ -32,6 +32,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection as DbConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.util import await_only
@@ -379,6 +380,7 @@ async def migrate(database_url: str, revision: str = "head") -> None:
 
 
 __all__ = [
+    "DbConnection",
     "DbSession",
     "SQLiteSerializedWrites",
     "create_engine",

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 
 from ..errors import NotFound
-from .database import DbSession
+from .database import DbConnection, DbSession
 from .models import ConversationRow, MessageRow, SessionRow, new_id, utcnow
 
 
@@ -96,7 +96,7 @@ async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
 
 
 async def touch_session(
-    db: DbSession, session_id: str, *, idle_ttl: int, now: datetime | None = None
+    db: DbSession | DbConnection, session_id: str, *, idle_ttl: int, now: datetime | None = None
 ) -> None:
     """Mark the session active now and push its expiry ``idle_ttl`` seconds out."""
     now = now or utcnow()

@@ -1,5 +1,7 @@
 """The rows of a turn: opened in one transaction, the reply saved as it grows and
-finished in one statement. Every query is keyed by ``session_id``.
+finished in one statement. Every query is keyed by ``session_id``. The turn's own
+functions take an ORM session or a plain connection (``ChatService`` uses connections:
+no unit of work is needed for Core statements, and it costs CPU on every turn).
 
 A turn's first transaction takes the conversation's next positions (one UPDATE ...
 RETURNING), inserts the user message and the reply's row (``status="streaming"``)
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Integer, Table, bindparam, delete, func, insert, select, update
 
 from ..errors import BadRequest, NotFound
-from .database import DbSession
+from .database import DbConnection, DbSession
 from .models import ConversationRow, MessageRow, new_id, utcnow
 from .queries import title_from, touch_session
 
@@ -120,7 +122,7 @@ class OpenedTurn:
 
 
 async def open_turn(
-    db: DbSession,
+    db: DbSession | DbConnection,
     session_id: str,
     *,
     text: str | None,
@@ -172,13 +174,13 @@ async def open_turn(
 
     if regenerate or edit_last:
         last_user = await db.scalar(
-            select(MessageRow)
+            select(_M.position)
             .where(
-                MessageRow.session_id == session_id,
-                MessageRow.conversation_id == conversation_id,
-                MessageRow.role == "user",
+                _M.session_id == session_id,
+                _M.conversation_id == conversation_id,
+                _M.role == "user",
             )
-            .order_by(MessageRow.position.desc())
+            .order_by(_M.position.desc())
             .limit(1)
         )
         if last_user is None:
@@ -186,7 +188,7 @@ async def open_turn(
             raise BadRequest(
                 "This conversation has no message to answer again.", code="nothing_to_regenerate"
             )
-        cut = last_user.position if edit_last else last_user.position + 1
+        cut = last_user if edit_last else last_user + 1
         await db.execute(
             delete(MessageRow).where(
                 MessageRow.session_id == session_id,
@@ -237,7 +239,7 @@ def context_query(session_id: str, conversation_id: str, *, before: int, limit: 
 
 
 async def _allocate(
-    db: DbSession,
+    db: DbSession | DbConnection,
     session_id: str,
     conversation_id: str,
     count: int,
@@ -283,7 +285,9 @@ def _message(
     }
 
 
-async def save_progress(db: DbSession, session_id: str, reply_id: str, content: str) -> bool | None:
+async def save_progress(
+    db: DbSession | DbConnection, session_id: str, reply_id: str, content: str
+) -> bool | None:
     """Save a streaming reply's text so far; returns whether a stop was requested, or
     None if the reply is no longer streaming (marked interrupted meanwhile)."""
     params = {"p_reply_id": reply_id, "p_session_id": session_id, "p_content": content}
@@ -291,7 +295,9 @@ async def save_progress(db: DbSession, session_id: str, reply_id: str, content: 
     return None if flag is None else bool(flag)
 
 
-async def stop_requested(db: DbSession, session_id: str, reply_id: str) -> bool | None:
+async def stop_requested(
+    db: DbSession | DbConnection, session_id: str, reply_id: str
+) -> bool | None:
     """Whether a stop was requested for the streaming reply (None: not streaming)."""
     params = {"p_reply_id": reply_id, "p_session_id": session_id}
     flag = (await db.execute(_STOP_REQUESTED, params)).scalar()
@@ -299,7 +305,7 @@ async def stop_requested(db: DbSession, session_id: str, reply_id: str) -> bool 
 
 
 async def finish_reply(
-    db: DbSession,
+    db: DbSession | DbConnection,
     session_id: str,
     reply_id: str,
     *,
