@@ -75,7 +75,7 @@ SQL_KEYS = ("statements", "transactions", "checkouts", "connects")
 # ------------------------------------------------------------------ processes
 
 
-def _fake_main(public_key_file: str) -> None:
+def _fake_main(public_key_file: str, words: int = WORDS) -> None:
     """Serve the fake Coze in this process until stdin closes (``--serve-fake``)."""
     from tests.fakes.coze_server import FakeCoze, serve_fake_coze
 
@@ -85,7 +85,7 @@ def _fake_main(public_key_file: str) -> None:
         client_id=CLIENT_ID,
         workflow_id=WORKFLOW_ID,
         app_id=APP_ID,
-        reply_words=WORDS,
+        reply_words=words,
     )
     fake.switches.delta_delay = WORD_DELAY
     with serve_fake_coze(fake):
@@ -107,9 +107,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def _fake_coze(workdir: Path, public_key: Path) -> Iterator[tuple[str, int]]:
+def _fake_coze(workdir: Path, public_key: Path, words: int = WORDS) -> Iterator[tuple[str, int]]:
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fake", str(public_key)],
+        [sys.executable, __file__, "--serve-fake", str(public_key), str(words)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=workdir,
@@ -413,7 +413,7 @@ async def _round(users: list[Any], turns: int, side: Side) -> None:
             except (RuntimeError, httpx.HTTPError) as exc:
                 side.errors += 1
                 if side.errors <= 3:
-                    print(f"  ! {exc}", file=sys.stderr)
+                    print(f"  ! {type(exc).__name__}: {exc}", file=sys.stderr)
 
     start = time.perf_counter()
     await asyncio.gather(*(run(u) for u in users))
@@ -617,8 +617,12 @@ async def _database_run(
 
 
 def _print_gateway_errors(log: Path, most: int = 3) -> None:
-    """The first few tracebacks the gateway logged, so an error column has a cause."""
+    """The first few warnings and tracebacks the gateway logged, so an error column has a
+    cause."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    warnings = [line for line in lines if "[warning" in line or "[error" in line][:most]
+    if warnings:
+        print("\n  gateway log:\n  " + "\n  ".join(line[:300] for line in warnings))
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")][:most]
     for i in starts:
         end = next((j for j in range(i + 1, len(lines)) if lines[j][:1] not in (" ", "")), i)
@@ -626,8 +630,8 @@ def _print_gateway_errors(log: Path, most: int = 3) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-fake":
-        _fake_main(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-fake":
+        _fake_main(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="users 1, 8, 32; 2 rounds")
