@@ -24,6 +24,7 @@ AREAS: list[tuple[str, str]] = [
     ("redis client", r"/redis/"),
     ("httpcore (upstream pool, HTTP/1.1)", r"/httpcore/"),
     ("httpx", r"/httpx/"),
+    ("aiohttp (the workflow stream)", r"/aiohttp/|/yarl/|/multidict/"),
     ("h11", r"/h11/"),
     ("pydantic", r"/pydantic/|/pydantic_core/"),
     ("json", r"/json/"),

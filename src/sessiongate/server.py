@@ -17,7 +17,9 @@ Why h11 and not httptools, though h11 is pure Python and costs ~1.5 ms of CPU pe
 streamed turn more (``bench/README.md``): under ``bench/turns.py`` at 128 users on
 PostgreSQL, the client saw 1–3 of ~1,500 streamed responses cut (a bare ``ReadError``;
 the gateway logged nothing) in 4 of 5 runs on httptools with these same limits, and in
-1 of 4 runs on h11. The cause is not found; until it is, the server that cut less.
+1 of 5 runs on h11 (a sixth h11 run had one on the direct side instead, where the
+gateway is not involved: likely the overloaded benchmark client). The cause is not
+found; until it is, the server that cut less.
 
 Refusals carry the usual ``{"error": {"code", "message"}}`` envelope. Body size is a
 per-route rule and lives in the app (``api.middleware.body_limit``).
