@@ -5,9 +5,9 @@ apart, or ``--delay 0`` for a client-bound run) from the fake Coze of ``bench/tu
 each user ``--turns`` turns back to back, through one shared client per variant:
 httpx with several pool limits (the gateway's ``coze.sdk.new_http_client`` is
 ``max_connections=200, max_keepalive_connections=50``), httpx2 (the fork ``openai>=3``
-uses) and aiohttp when installed (it is not a dependency: ``pip install aiohttp`` to
-compare). Prints per variant: turns/s, p50/p99 of a turn and CPU milliseconds per turn
-of this process (the client's cost; the fake runs in a process of its own).
+uses) and aiohttp (what the workflow stream uses since this benchmark). Prints per
+variant: turns/s, p50/p99 of a turn and CPU milliseconds per turn of this process (the
+client's cost; the fake runs in a process of its own).
 
     .venv/bin/python bench/upstream_clients.py [--users 32,128] [--turns 5] [--delay 0.01]
 """
