@@ -530,6 +530,12 @@ class _Watchdog:
         return self
 
     def poke(self) -> None:
+        """An event arrived. Raises ``UpstreamTimeout`` if the timer already fired and
+        its cancellation was swallowed on the way (a library may do that)."""
+        if self._fired is not None:
+            raise UpstreamTimeout(
+                f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
+            )
         self._last = self._loop.time()
 
     def _due(self) -> float:
@@ -547,11 +553,10 @@ class _Watchdog:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        if (
-            self._fired is not None
-            and kind is asyncio.CancelledError
-            and self._task.uncancel() <= self._cancelling
-        ):
+        if self._fired is None:
+            return
+        # Our cancellation is taken back whatever the block ended with (as asyncio.timeout).
+        if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
             raise UpstreamTimeout(
                 f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
             ) from exc

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from sessiongate.coze import CozeTokenManager, RedisTokenCache
+from sessiongate.coze.cache import AccessToken
 from sessiongate.coze.settings import CozeSettings
 
 from ..conftest import RedisSpace
@@ -122,3 +123,26 @@ async def test_a_stale_invalidation_does_not_drop_the_fresh_token(
     await replicas[0].invalidate("a", old)  # a late turn that failed with the old token
     assert await replicas[0].access_token("a") == fresh
     assert fake_coze.exchanges == {"a": 2}
+
+
+async def test_the_exchange_lock_holder_reads_redis_not_its_own_copy(
+    redis_space: RedisSpace, clock: FakeClock
+) -> None:
+    # Replica b still holds the old token in memory when replica a has refreshed it:
+    # the re-check under the exchange lock must find a's token, not exchange again.
+    clients = [Redis.from_url(redis_space.url) for _ in range(2)]
+    try:
+        a, b = (
+            RedisTokenCache(c, secret_key=SECRET, prefix=redis_space.prefix, clock=clock)
+            for c in clients
+        )
+        old, new = AccessToken("old", clock() + 100), AccessToken("new", clock() + 900)
+        await a.put("s", old)
+        assert await b.get("s") == old
+        await a.put("s", new)
+        assert await b.get("s") == old  # b's copy, within the local TTL
+        async with b.exchange_lock("s"):
+            assert await b.get("s") == new
+    finally:
+        for client in clients:
+            await client.aclose()

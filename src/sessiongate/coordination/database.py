@@ -57,8 +57,10 @@ class DatabaseCoordinator:
             )
 
     async def unlock_and_leave(self, lease: LockLease, turn_id: str) -> None:
-        await self.unlock(lease)
-        await self.leave(lease.session_id, turn_id)
+        try:
+            await self.unlock(lease)
+        finally:  # a failed unlock must not keep the turn's admission slot
+            await self.leave(lease.session_id, turn_id)
 
     async def aclose(self) -> None:
         return None

@@ -179,6 +179,7 @@ class RedisTokenCache:
         entry = self._local.get(session_name)
         if entry is not None:
             if 0 <= self._clock() - entry[1] < self._local_ttl:
+                self._local.move_to_end(session_name)
                 return entry[0]
             del self._local[session_name]
         token = await self._shared(session_name)
@@ -214,6 +215,9 @@ class RedisTokenCache:
 
     @contextlib.asynccontextmanager
     async def exchange_lock(self, session_name: str) -> AsyncIterator[None]:
+        # Whoever holds the lock re-reads the cache first: from Redis, where another
+        # replica may just have put a fresh token, not from this process's copy.
+        self._local.pop(session_name, None)
         key, holder = self._key("lock", session_name), new_id()
         deadline = time.monotonic() + self._lock_wait
         delay = 0.01

@@ -480,6 +480,7 @@ class CozeWorkflowProvider(_CozeChatProvider):
                     "Content-Type": "application/json",
                 },
                 timeout=self._stream_timeout,
+                allow_redirects=False,  # as httpx: a 3xx is an answer, reported as an error
             )
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, None, started=False) from None
@@ -523,8 +524,10 @@ class CozeWorkflowProvider(_CozeChatProvider):
         return envelope_error(response.status, body, logid, response.headers.get("retry-after"))
 
     async def aclose(self) -> None:
-        await super().aclose()
-        await self._streams.aclose()
+        try:
+            await super().aclose()
+        finally:
+            await self._streams.aclose()
 
 
 CozeProvider = CozeBotProvider | CozeWorkflowProvider

@@ -68,30 +68,38 @@ class SseParser:
 
     def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:
         self._max_line = max_line
-        self._pending = b""
+        self._partial: list[bytes] = []  # the unfinished line's pieces (no LF in them)
+        self._partial_size = 0
         self._name: str | None = None
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        data = self._pending + chunk if self._pending else chunk
         events: list[SseEvent] = []
         start = 0
-        while (end := data.find(b"\n", start)) != -1:
-            self._line(data[start:end], events)
+        # Only the new chunk is searched: the unfinished line holds no LF, so a long
+        # line costs linear time, not a rescan per chunk.
+        while (end := chunk.find(b"\n", start)) != -1:
+            line = chunk[start:end]
+            if self._partial:
+                line = b"".join([*self._partial, line])
+                self._partial, self._partial_size = [], 0
+            self._line(line, events)
             start = end + 1
-        self._pending = data[start:]
-        if len(self._pending) > self._max_line:
-            raise UpstreamError(
-                "The upstream sent a malformed stream (a line too long).",
-                detail=f"an SSE line grew past {self._max_line} bytes without an end",
-            )
+        if start < len(chunk):
+            self._partial.append(chunk[start:])
+            self._partial_size += len(chunk) - start
+            if self._partial_size > self._max_line:
+                raise UpstreamError(
+                    "The upstream sent a malformed stream (a line too long).",
+                    detail=f"an SSE line grew past {self._max_line} bytes without an end",
+                )
         return events
 
     def close(self) -> list[SseEvent]:
         events: list[SseEvent] = []
-        if self._pending:
-            self._line(self._pending, events)
-            self._pending = b""
+        if self._partial:
+            self._line(b"".join(self._partial), events)
+            self._partial, self._partial_size = [], 0
         if self._data:
             events.append(SseEvent(self._name or "message", "\n".join(self._data)))
             self._name, self._data = None, []
