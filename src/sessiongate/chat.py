@@ -533,10 +533,13 @@ class _Watchdog:
         """An event arrived. Raises ``UpstreamTimeout`` if the timer already fired and
         its cancellation was swallowed on the way (a library may do that)."""
         if self._fired is not None:
-            raise UpstreamTimeout(
-                f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
-            )
+            raise self._timeout()
         self._last = self._loop.time()
+
+    def _timeout(self) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
+        )
 
     def _due(self) -> float:
         return min(self._last + self._idle, self._deadline)
@@ -557,9 +560,7 @@ class _Watchdog:
             return
         # Our cancellation is taken back whatever the block ended with (as asyncio.timeout).
         if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
-            raise UpstreamTimeout(
-                f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
-            ) from exc
+            raise self._timeout() from exc
 
 
 async def run_recovery_periodically(chat: ChatService, *, interval: float) -> None:

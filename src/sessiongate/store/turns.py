@@ -385,13 +385,8 @@ async def reply_state(db: DbSession, session_id: str, reply_id: str) -> MessageR
 async def request_stop(db: DbSession, session_id: str, reply_id: str) -> bool:
     """Flag a streaming reply to stop; the process running it reads the flag."""
     result: Any = await db.execute(
-        update(MessageRow)
-        .where(
-            MessageRow.id == reply_id,
-            MessageRow.session_id == session_id,
-            MessageRow.status == STREAMING,
-        )
-        .values(stop_requested=True)
+        update(_MESSAGES).where(*_STREAMING_REPLY).values(stop_requested=True),
+        {"p_reply_id": reply_id, "p_session_id": session_id},
     )
     return bool(result.rowcount == 1)
 
@@ -409,13 +404,10 @@ async def streaming_replies(db: DbSession, *, limit: int = 500) -> Sequence[tupl
 async def mark_interrupted(db: DbSession, session_id: str, reply_id: str) -> bool:
     """Mark a reply whose process died ``interrupted`` (its saved text is kept)."""
     result: Any = await db.execute(
-        update(MessageRow)
-        .where(
-            MessageRow.id == reply_id,
-            MessageRow.session_id == session_id,
-            MessageRow.status == STREAMING,
-        )
-        .values(status="interrupted", error_code="interrupted")
+        update(_MESSAGES)
+        .where(*_STREAMING_REPLY)
+        .values(status="interrupted", error_code="interrupted"),
+        {"p_reply_id": reply_id, "p_session_id": session_id},
     )
     return bool(result.rowcount == 1)
 
