@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a finishing turn lets a progress save in flight complete before cancelling
 #: it: longer than a save waits for a pooled connection and the SQLite writer lock
-#: (``SESSIONGATE_DB_POOL_TIMEOUT``, 10 by default).
+#: under the default ``SESSIONGATE_DB_POOL_TIMEOUT`` (10). A pool timeout set above it
+#: lets a save still waiting for a connection be cancelled (not yet derived from it).
 _SAVE_GRACE = 15.0
 
 

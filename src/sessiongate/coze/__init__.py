@@ -9,7 +9,8 @@ Public face for the rest of the gateway:
 * ``generate_keypair`` / ``exchange_once`` — ``sessiongate keygen`` / ``sessiongate token``.
 
 The providers live in ``coze.provider``; ``coze.sdk`` is the boundary with cozepy and
-httpx. Importing this package does not import cozepy (slow, and warns at import).
+httpx, ``coze.workflow_http`` the workflow stream's aiohttp pool. Importing this
+package does not import cozepy (slow, and warns at import).
 """
 
 from __future__ import annotations

@@ -551,7 +551,8 @@ def build_coze_provider(
     existing ``CozeTokenManager`` (e.g. the one behind ``/api/coze/token``); by default
     one is built from the settings (``StaticTokenSource`` under PAT) and closed by the
     provider's ``aclose``. ``http_client``: a connection pool to use (default: a new
-    one, shared with the token manager and closed by ``aclose``). ``clock``: for the
+    one, shared with the token manager and closed by ``aclose``); the workflow stream
+    itself goes through the provider's own aiohttp pool (``coze.workflow_http``). ``clock``: for the
     token manager built here. ``cache``: where that manager keeps tokens (default in
     process; ``RedisTokenCache`` shares them fleet-wide). Raises ``ConfigurationError``
     naming a missing or malformed setting; logs the PAT warning.

@@ -1,4 +1,5 @@
-"""The boundary with the official SDK ``cozepy`` and with ``httpx``.
+"""The boundary with the official SDK ``cozepy`` and with ``httpx`` (and the translation
+of aiohttp's failures, whose client for the workflow stream is ``coze.workflow_http``).
 
 Everything foreign is handled here: cozepy is imported without its import-time warning
 and its logging is handed back to the application; each turn gives cozepy a client

@@ -225,9 +225,9 @@ async def open_turn(
 
 
 def context_query(session_id: str, conversation_id: str, *, before: int, limit: int) -> Any:
-    """The statement ``open_turn`` runs for the context, with its values bound: (role,
-    content) of the conversation's last ``limit`` usable messages before position
-    ``before``, newest first.
+    """The statement ``open_turn`` runs for the context (``_CONTEXT``), with its values
+    bound (for the plan test): (role, content) of the conversation's last ``limit``
+    usable messages before position ``before``, newest first.
 
     Its cost does not grow with the conversation: both databases walk the unique
     (conversation_id, position) index backwards and stop after ``limit`` rows
