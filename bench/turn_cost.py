@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 import time
@@ -36,19 +37,26 @@ def _times(pid: int) -> tuple[float, float]:
     return int(rest[11]) / bench.CLK_TCK, int(rest[12]) / bench.CLK_TCK
 
 
-async def _measure(gateway: bench.Gateway, turns: int) -> tuple[float, float, float]:
-    """(user ms, system ms, wall ms) per turn over ``turns`` turns of one user."""
+async def _measure(
+    gateway: bench.Gateway, turns: int, profile: Path | None = None
+) -> tuple[float, float, float]:
+    """(user ms, system ms, wall ms) per turn over ``turns`` turns of one user; with
+    ``profile``, py-spy records the gateway into that file while they run."""
     async with httpx.AsyncClient(timeout=60) as client:
         token = (await client.post(f"{gateway.url}/api/session")).json()["token"]
         user = bench.GatewayUser(0, client, gateway.url, token)
         for _ in range(3):  # warm-up: connection, statement caches, the Coze token
             await user.turn()
+        spy = bench._start_profile(gateway.pid, profile) if profile is not None else None
         user0, sys0 = _times(gateway.pid)
         start = time.perf_counter()
         for _ in range(turns):
             await user.turn()
         wall = time.perf_counter() - start
         user1, sys1 = _times(gateway.pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
     return (1000 * (user1 - user0) / turns, 1000 * (sys1 - sys0) / turns, 1000 * wall / turns)
 
 
@@ -59,7 +67,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=60, help="turns per reply length")
     parser.add_argument("--redis-db", type=int, default=11)
     parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy raw profiles, one per length"
+    )
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     lengths = [int(w) for w in args.words.split(",")]
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     print(f"{args.database}, one user, {args.turns} turns per length\n")
@@ -77,7 +90,15 @@ def main() -> None:
                         workdir, database_url, fake_url, private_key, redis_url
                     ) as gateway,
                 ):
-                    user_ms, sys_ms, wall_ms = asyncio.run(_measure(gateway, args.turns))
+                    user_ms, sys_ms, wall_ms = asyncio.run(
+                        _measure(
+                            gateway,
+                            args.turns,
+                            args.profile / f"{args.database}-{words}words.txt"
+                            if args.profile
+                            else None,
+                        )
+                    )
                 points.append((words, user_ms + sys_ms))
                 cpu = f"{user_ms + sys_ms:.1f} ({user_ms:.1f} + {sys_ms:.1f})"
                 print(f"| {words} | {cpu} | {wall_ms:.0f} |")

@@ -170,6 +170,9 @@ def make_settings(database_url: str, openai_url: str | None = None, **overrides:
         "openai_base_url": f"{openai_url}/v1" if openai_url else "http://127.0.0.1:9/v1",
         "openai_model": "fake-model",
         "keepalive_interval": 0.5,
+        # Each delta its own frame, so tests can check them one by one; the tests of
+        # the interval itself set it.
+        "stream_flush_interval": 0.0,
         "idle_timeout": 10.0,
         "turn_timeout": 30.0,
         # Every test client is 127.0.0.1: per-client limits only where a test sets them.

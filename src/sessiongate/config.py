@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     idle_timeout: float = Field(60.0, gt=0)
     turn_timeout: float = Field(300.0, gt=0)
     keepalive_interval: float = Field(15.0, gt=0)
+    # Text deltas of a streamed reply that arrive within this many seconds of the last
+    # text sent go out together as one frame (0: every delta at once).
+    stream_flush_interval: float = Field(0.05, ge=0, le=1)
 
     # The HTTP edge: a request (headers and body) must arrive within this many seconds;
     # at most this many connections are open at once (beyond: 503).

@@ -69,7 +69,9 @@ class LiveReply:
     finish_reason: str | None = None
     error: SessiongateError | None = None
     usage: Usage = field(default_factory=Usage)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Followers waiting for frames: (future, eager). An eager one wakes on any frame;
+    # one holding text back (``flush_interval``) only on a frame that is not text.
+    _waiters: list[tuple[asyncio.Future[None], bool]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -77,7 +79,16 @@ class LiveReply:
 
     def push(self, frame: Frame) -> None:
         self.frames.append(frame)
-        self._changed.set()
+        if not self._waiters:
+            return
+        text = frame["type"] == "message"
+        waiting: list[tuple[asyncio.Future[None], bool]] = []
+        for waiter, eager in self._waiters:
+            if eager or not text:
+                _wake(waiter)
+            else:
+                waiting.append((waiter, eager))
+        self._waiters = waiting
 
     def request_stop(self, reason: str) -> bool:
         """Cancel the turn's task (its reply is kept ``incomplete``); False if finished."""
@@ -88,14 +99,28 @@ class LiveReply:
         return True
 
     async def follow(
-        self, *, catch_up: bool = False, keepalive: float | None = None
+        self,
+        *,
+        catch_up: bool = False,
+        keepalive: float | None = None,
+        flush_interval: float = 0.0,
     ) -> AsyncGenerator[Frame | None, None]:
         """Every frame from the first, or with ``catch_up`` the ``start`` frame, the text so
         far as one ``message`` frame and then the rest, ending after the final frame.
 
         ``keepalive``: seconds; None is yielded after each such silence (none if not
-        given). Waiting here is on an event only, so the follower may be cancelled
-        anywhere: no helper task is needed (unlike ``with_keepalives``)."""
+        given). ``flush_interval``: seconds; text that arrives less than this long after
+        the last text went out is held back and goes out as one ``message`` frame when
+        the interval ends (or at once before any other frame), so a reply streamed in
+        many small deltas costs one write per interval, not one per delta. The first
+        text and every other frame go out at once; 0 sends every delta as its own frame
+        as it comes.
+
+        Waiting here is on a future of this follower's own with at most one timer, so
+        the follower may be cancelled anywhere: no helper task is needed (unlike
+        ``with_keepalives``), and a delta held back wakes nobody.
+        """
+        loop = asyncio.get_running_loop()
         index = 0
         if catch_up and self.frames:
             index = len(self.frames)
@@ -106,22 +131,49 @@ class LiveReply:
             if is_final(self.frames[index - 1]):
                 yield self.frames[index - 1]
                 return
+        held: list[str] = []
+        flush_at = 0.0  # until then text is held back (loop time)
         while True:
             while index < len(self.frames):
                 frame = self.frames[index]
                 index += 1
+                if frame["type"] == "message" and flush_interval:
+                    held.append(frame["content"])
+                    continue
+                if held:
+                    yield {"type": "message", "content": "".join(held)}
+                    held = []
                 yield frame
                 if is_final(frame):
                     return
-            self._changed.clear()
-            if keepalive is None:
-                await self._changed.wait()
+            now = loop.time()
+            if held and now >= flush_at:
+                yield {"type": "message", "content": "".join(held)}
+                held = []
+                flush_at = loop.time() + flush_interval
                 continue
+            # Within an interval after text went out, only a frame that is not text or
+            # the interval's end wakes this follower; after it, any frame does.
+            eager = now >= flush_at
+            due = (now + keepalive if keepalive is not None else None) if eager else flush_at
+            waiter = loop.create_future()
+            entry = (waiter, eager)
+            self._waiters.append(entry)
+            timer = loop.call_at(due, _wake, waiter) if due is not None else None
             try:
-                async with asyncio.timeout(keepalive):
-                    await self._changed.wait()
-            except TimeoutError:
-                yield None
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+            if eager and index == len(self.frames):
+                yield None  # the keep-alive timer woke it: nothing new
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def with_keepalives(
@@ -338,13 +390,19 @@ class ReplyFollower:
         self._poll = poll
 
     async def attach(
-        self, session_id: str, conversation_id: str, *, keepalive: float
+        self,
+        session_id: str,
+        conversation_id: str,
+        *,
+        keepalive: float,
+        flush_interval: float = 0.0,
     ) -> AsyncGenerator[Frame | None, None]:
         """Frames of the conversation's reply in progress: ``start``, the text so far, the
         rest live, then ``done``/``error``; None after every ``keepalive`` seconds of
-        silence. Raises ``NotFound`` (before any frame) when the conversation is not the
-        session's (``conversation_not_found``) or no reply is in progress
-        (``reply_not_found``)."""
+        silence; text held back for ``flush_interval`` seconds as in ``LiveReply.follow``
+        when the reply runs in this process (from Redis it comes in its batches).
+        Raises ``NotFound`` (before any frame) when the conversation is not the session's
+        (``conversation_not_found``) or no reply is in progress (``reply_not_found``)."""
         async with self._sessionmaker() as db:
             row = await t.streaming_reply(db, session_id, conversation_id)
         if row is None:
@@ -353,7 +411,7 @@ class ReplyFollower:
             )
         live = self._registry.get(session_id, row.id)
         if live is not None:
-            return live.follow(catch_up=True, keepalive=keepalive)
+            return live.follow(catch_up=True, keepalive=keepalive, flush_interval=flush_interval)
         return with_keepalives(self._follow_elsewhere(row), keepalive=keepalive)
 
     async def _follow_elsewhere(self, row: MessageRow) -> AsyncIterator[Frame]:

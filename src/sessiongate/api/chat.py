@@ -162,7 +162,12 @@ async def chat_stream(
     live = await state.chat.start_turn(session, turn_input(body, session, state.provider))
     cancel = state.settings.on_disconnect == "cancel"
     return EventStreamResponse(
-        sse_frames(live.follow(keepalive=state.settings.keepalive_interval)),
+        sse_frames(
+            live.follow(
+                keepalive=state.settings.keepalive_interval,
+                flush_interval=state.settings.stream_flush_interval,
+            )
+        ),
         on_close=(lambda: live.request_stop("disconnect")) if cancel else None,
     )
 

@@ -132,7 +132,10 @@ async def follow_reply(
     is in progress (read the messages instead).
     """
     frames = await state.chat.follower.attach(
-        session.id, conversation_id, keepalive=state.settings.keepalive_interval
+        session.id,
+        conversation_id,
+        keepalive=state.settings.keepalive_interval,
+        flush_interval=state.settings.stream_flush_interval,
     )
     return EventStreamResponse(sse_frames(frames))
 

@@ -454,7 +454,10 @@ async def _chunk_frames(
         return sse_frame(payload)
 
     yield chunk({"role": "assistant", "content": ""})
-    frames = live.follow(keepalive=state.settings.keepalive_interval)
+    frames = live.follow(
+        keepalive=state.settings.keepalive_interval,
+        flush_interval=state.settings.stream_flush_interval,
+    )
     async with contextlib.aclosing(frames):
         async for frame in frames:
             if frame is None:
