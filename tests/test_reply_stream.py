@@ -1,5 +1,6 @@
-"""Reply frames through a Redis Stream: batched writes keep every frame, in order, and
-the final frame flushes what is waiting and shortens the stream's life."""
+"""Reply frames through a Redis Stream: batched writes keep every frame's text, in order,
+with a batch's deltas joined into one entry, and the final frame flushes what is waiting
+and shortens the stream's life."""
 
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ async def test_frames_arrive_in_order_in_fewer_writes_and_the_final_one_flushes(
         # Within the batch window nothing has been written yet: one write will carry all.
         assert await client.exists(key) == 0
         await asyncio.sleep(0.4)
-        assert len(await _stored(client, key)) == 21
+        # One write: the start frame, and the twenty deltas joined into one entry.
+        text = "".join(f"w{i} " for i in range(20))
+        assert [f.decode() for f in await _stored(client, key)] == [
+            '{"type":"start","message_id":"m1"}',
+            f'{{"type":"message","content":"{text}"}}',
+        ]
         assert await client.ttl(key) > 120  # still streaming: kept for an hour
         await stream.append("m1", {"type": "message", "content": "last"})
         await stream.append("m1", {"type": "done", "content": ""})
@@ -44,9 +50,7 @@ async def test_frames_arrive_in_order_in_fewer_writes_and_the_final_one_flushes(
             '{"type":"message","content":"last"}',
             '{"type":"done","content":""}',
         ]
-        assert [f.decode() for f in frames[1:21]] == [
-            f'{{"type":"message","content":"w{i} "}}' for i in range(20)
-        ]
+        assert len(frames) == 4
         assert 0 < await client.ttl(key) <= 120
     finally:
         await client.aclose()
