@@ -58,7 +58,7 @@ from .replies import Frame, LiveReply, RedisReplyStream, ReplyFollower, ReplyReg
 from .store import DbSession, SessionRow
 from .store import turns as t
 from .store.models import new_id, utcnow
-from .tasks import Deferred
+from .tasks import Deferred, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,9 @@ class ChatService:
         self, request: TurnRequest, live: LiveReply, outcome: _Outcome, started: float
     ) -> None:
         cap = self.limits.max_reply_chars
-        with _Watchdog(idle=self.limits.idle_timeout, whole=self.limits.turn_timeout) as watchdog:
+        with Watchdog(
+            idle=self.limits.idle_timeout, whole=self.limits.turn_timeout, error=_turn_timeout
+        ) as watchdog:
             async with contextlib.aclosing(self.provider.stream_reply(request)) as events:
                 async for event in events:
                     watchdog.poke()
@@ -503,65 +505,8 @@ class ChatService:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-class _Watchdog:
-    """The turn's two timeouts on its stream: ``idle`` seconds without an event, and
-    ``whole`` seconds in all. On either, the task is cancelled and the ``with`` block
-    raises ``UpstreamTimeout`` (504 ``upstream_timeout``).
-
-    One timer, re-armed only when it fires early, instead of an ``asyncio.timeout``
-    around every event: ``poke()`` per event only records the time. A cancellation from
-    elsewhere (a stop) passes through unchanged, told apart as ``asyncio.timeout``
-    does, by the task's cancellation count.
-    """
-
-    def __init__(self, *, idle: float, whole: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._idle = idle
-        self._deadline = self._loop.time() + whole
-        self._last = self._loop.time()
-        self._fired: str | None = None
-        self._handle: asyncio.TimerHandle | None = None
-
-    def __enter__(self) -> _Watchdog:
-        self._cancelling = self._task.cancelling()
-        self._handle = self._loop.call_at(self._due(), self._check)
-        return self
-
-    def poke(self) -> None:
-        """An event arrived. Raises ``UpstreamTimeout`` if the timer already fired and
-        its cancellation was swallowed on the way (a library may do that)."""
-        if self._fired is not None:
-            raise self._timeout()
-        self._last = self._loop.time()
-
-    def _timeout(self) -> UpstreamTimeout:
-        return UpstreamTimeout(
-            f"The model did not answer in time ({self._fired}).", code="upstream_timeout"
-        )
-
-    def _due(self) -> float:
-        return min(self._last + self._idle, self._deadline)
-
-    def _check(self) -> None:
-        due = self._due()
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._check)
-            return
-        self._handle = None
-        self._fired = "turn deadline" if due >= self._deadline else "idle timeout"
-        self._task.cancel()
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        if self._fired is None:
-            return
-        # Our cancellation is taken back whatever the block ended with (as asyncio.timeout).
-        if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
-            raise self._timeout() from exc
+def _turn_timeout(which: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"The model did not answer in time ({which}).", code="upstream_timeout")
 
 
 async def run_recovery_periodically(chat: ChatService, *, interval: float) -> None:

@@ -1,9 +1,11 @@
-"""Stopping background tasks without trusting cancellation alone."""
+"""Stopping background tasks without trusting cancellation alone; timers that cost
+nothing per event."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -65,4 +67,77 @@ class Deferred:
             await stop_task(self.task, grace=grace)
 
 
-__all__ = ["Deferred", "stop_task"]
+class Watchdog:
+    """Two timeouts on a stream read in the current task: ``idle`` seconds without an
+    event (``poke()``), and ``whole`` seconds in all (None: no such limit). On either,
+    the task is cancelled and the ``with`` block raises ``error(which)``, ``which``
+    being ``"idle timeout"`` or ``"turn deadline"``.
+
+    One timer, re-armed only when it fires early, instead of an ``asyncio.timeout``
+    around every event (or a client library's read timeout re-armed on every chunk):
+    ``poke()`` per event only records the time. A cancellation from elsewhere (a stop)
+    passes through unchanged, told apart as ``asyncio.timeout`` does, by the task's
+    cancellation count, so watchdogs may nest.
+
+    ``pause()`` stops the idle clock until the next ``poke()``: a stream that yields
+    from inside the ``with`` block pauses while its consumer runs, so the timer never
+    cancels the task in the consumer's code, outside this block.
+    """
+
+    def __init__(
+        self, *, idle: float, whole: float | None = None, error: Callable[[str], BaseException]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._idle = idle
+        self._deadline = self._loop.time() + whole if whole is not None else math.inf
+        self._last = self._loop.time()
+        self._error = error
+        self._fired: str | None = None
+        self._paused = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> Watchdog:
+        self._cancelling = self._task.cancelling()
+        self._handle = self._loop.call_at(self._due(), self._check)
+        return self
+
+    def poke(self) -> None:
+        """An event arrived. Raises the timeout's error if the timer already fired and its
+        cancellation was swallowed on the way (a library may do that)."""
+        if self._fired is not None:
+            raise self._error(self._fired)
+        self._last = self._loop.time()
+        self._paused = False
+
+    def pause(self) -> None:
+        """The consumer runs: no idle timeout until the next ``poke()``."""
+        self._paused = True
+
+    def _due(self) -> float:
+        return min(self._last + self._idle, self._deadline)
+
+    def _check(self) -> None:
+        if self._paused:
+            self._last = self._loop.time()
+        due = self._due()
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._handle = None
+        self._fired = "turn deadline" if due >= self._deadline else "idle timeout"
+        self._task.cancel()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired is None:
+            return
+        # Our cancellation is taken back whatever the block ended with (as asyncio.timeout).
+        if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+            raise self._error(self._fired) from exc
+
+
+__all__ = ["Deferred", "Watchdog", "stop_task"]

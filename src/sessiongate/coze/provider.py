@@ -50,6 +50,7 @@ from ..providers.base import (
     TurnRequest,
 )
 from ..providers.transport import TRANSPORT_ERRORS
+from ..tasks import Watchdog
 from .auth import CozeTokenManager, StaticTokenSource, TokenSource
 from .cache import Clock, TokenCache
 from .errors import CozeAuthError, CozeTokenInvalid, with_logid
@@ -421,9 +422,8 @@ class CozeWorkflowProvider(_CozeChatProvider):
             )
         super().__init__(settings, **kwargs)
         self._streams = StreamPool(limit=_STREAM_CONNECTIONS, ssl_context=ssl_context())
-        self._stream_timeout = timeouts(
-            connect=kwargs["connect_timeout"], idle=kwargs["idle_timeout"]
-        )
+        self._stream_timeout = timeouts(connect=kwargs["connect_timeout"])
+        self._idle_timeout: float = kwargs["idle_timeout"]
 
     def _inputs(self) -> tuple[dict[str, Any], list[str]]:
         return dict(self._settings.workflow_parameters), list(
@@ -470,40 +470,58 @@ class CozeWorkflowProvider(_CozeChatProvider):
         request: TurnRequest,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         body = self._body(session_name, conversation_ref, messages, self.inputs_for(request))
-        try:
-            response = await self._streams.session().post(
-                f"{self._base}{_WORKFLOW_CHAT_PATH}",
-                data=json.dumps(body, ensure_ascii=False).encode(),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "text/event-stream",
-                    "Content-Type": "application/json",
-                },
-                timeout=self._stream_timeout,
-                allow_redirects=False,  # as httpx: a 3xx is an answer, reported as an error
-            )
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, None, started=False) from None
-        mapper.logid = response.headers.get("x-tt-logid")
-        try:
-            content_type = response.headers.get("content-type", "")
-            if response.status != 200 or "text/event-stream" not in content_type:
-                raise await self._error_from_response(response)
-            parser = SseParser()
+        proxy, proxy_auth = self._streams.proxy_for(self._base)
+        started = False
+
+        def silence(which: str) -> UpstreamError:
+            quiet = TimeoutError(f"no answer for {self._idle_timeout} s ({which})")
+            return transport_error(quiet, mapper.logid, started=started)
+
+        # The idle timeout: one timer for the whole stream, paused while the consumer
+        # handles an event, instead of aiohttp's read timeout re-armed on every chunk.
+        with Watchdog(idle=self._idle_timeout, error=silence) as watchdog:
             try:
-                async for chunk in response.content.iter_any():
-                    for sse in parser.feed(chunk):
-                        yield sse.event, decode_data(sse.data)
-                for sse in parser.close():
-                    yield sse.event, decode_data(sse.data)
+                response = await self._streams.session().post(
+                    f"{self._base}{_WORKFLOW_CHAT_PATH}",
+                    data=json.dumps(body, ensure_ascii=False).encode(),
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Accept": "text/event-stream",
+                        "Content-Type": "application/json",
+                    },
+                    timeout=self._stream_timeout,
+                    allow_redirects=False,  # as httpx: a 3xx is an answer, reported as an error
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
+                )
             except TRANSPORT_ERRORS as exc:
-                raise transport_error(exc, mapper.logid, started=True) from None
-        finally:
-            # A body read to its end goes back to the pool; anything else is dropped.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+                raise transport_error(exc, None, started=False) from None
+            started = True
+            watchdog.poke()
+            mapper.logid = response.headers.get("x-tt-logid")
+            try:
+                content_type = response.headers.get("content-type", "")
+                if response.status != 200 or "text/event-stream" not in content_type:
+                    raise await self._error_from_response(response)
+                parser = SseParser()
+                try:
+                    async for chunk in response.content.iter_any():
+                        watchdog.poke()
+                        for sse in parser.feed(chunk):
+                            watchdog.pause()
+                            yield sse.event, decode_data(sse.data)
+                            watchdog.poke()
+                    for sse in parser.close():
+                        watchdog.pause()
+                        yield sse.event, decode_data(sse.data)
+                except TRANSPORT_ERRORS as exc:
+                    raise transport_error(exc, mapper.logid, started=True) from None
+            finally:
+                # A body read to its end goes back to the pool; anything else is dropped.
+                if response.content.at_eof():
+                    response.release()
+                else:
+                    response.close()
 
     async def _error_from_response(self, response: aiohttp.ClientResponse) -> UpstreamError:
         logid = response.headers.get("x-tt-logid")

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
-    timeouts: list[type[Exception]] = [httpx.TimeoutException, aiohttp.ServerTimeoutError]
+    # The builtin TimeoutError: what a caller's own timer (``tasks.Watchdog``) reports.
+    timeouts: list[type[Exception]] = [httpx.TimeoutException, TimeoutError]
     errors: list[type[Exception]] = [httpx.HTTPError, aiohttp.ClientError]
     try:
         import httpx2
