@@ -39,25 +39,37 @@ def _times(pid: int) -> tuple[float, float]:
 
 async def _measure(
     gateway: bench.Gateway, turns: int, profile: Path | None = None
-) -> tuple[float, float, float]:
-    """(user ms, system ms, wall ms) per turn over ``turns`` turns of one user; with
-    ``profile``, py-spy records the gateway into that file while they run."""
+) -> tuple[float, float, float, float]:
+    """(user ms, system ms, wall ms, garbage collection ms) per turn over ``turns`` turns
+    of one user; with ``profile``, py-spy records the gateway into that file meanwhile."""
     async with httpx.AsyncClient(timeout=60) as client:
         token = (await client.post(f"{gateway.url}/api/session")).json()["token"]
         user = bench.GatewayUser(0, client, gateway.url, token)
         for _ in range(3):  # warm-up: connection, statement caches, the Coze token
             await user.turn()
         spy = bench._start_profile(gateway.pid, profile) if profile is not None else None
+        gc0 = _gc_us(gateway.sql_counts())
         user0, sys0 = _times(gateway.pid)
         start = time.perf_counter()
         for _ in range(turns):
             await user.turn()
         wall = time.perf_counter() - start
         user1, sys1 = _times(gateway.pid)
+        gc1 = _gc_us(gateway.sql_counts())
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
-    return (1000 * (user1 - user0) / turns, 1000 * (sys1 - sys0) / turns, 1000 * wall / turns)
+    return (
+        1000 * (user1 - user0) / turns,
+        1000 * (sys1 - sys0) / turns,
+        1000 * wall / turns,
+        (gc1 - gc0) / 1000 / turns,
+    )
+
+
+def _gc_us(counts: dict[str, int]) -> int:
+    """Microseconds the gateway spent in garbage collection so far, all generations."""
+    return sum(counts.get(f"gc{generation}_us", 0) for generation in range(3))
 
 
 def main() -> None:
@@ -76,8 +88,8 @@ def main() -> None:
     lengths = [int(w) for w in args.words.split(",")]
     redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
     print(f"{args.database}, one user, {args.turns} turns per length\n")
-    print("| words | gateway CPU ms per turn (user + system) | wall ms per turn |")
-    print("| --- | --- | --- |")
+    print("| words | gateway CPU ms per turn (user + system) | of it in gc ms | wall ms |")
+    print("| --- | --- | --- | --- |")
     points: list[tuple[int, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -90,7 +102,7 @@ def main() -> None:
                         workdir, database_url, fake_url, private_key, redis_url
                     ) as gateway,
                 ):
-                    user_ms, sys_ms, wall_ms = asyncio.run(
+                    user_ms, sys_ms, wall_ms, gc_ms = asyncio.run(
                         _measure(
                             gateway,
                             args.turns,
@@ -101,7 +113,7 @@ def main() -> None:
                     )
                 points.append((words, user_ms + sys_ms))
                 cpu = f"{user_ms + sys_ms:.1f} ({user_ms:.1f} + {sys_ms:.1f})"
-                print(f"| {words} | {cpu} | {wall_ms:.0f} |")
+                print(f"| {words} | {cpu} | {gc_ms:.2f} | {wall_ms:.0f} |")
     if len(points) >= 2:
         n = len(points)
         mean_x = sum(x for x, _ in points) / n

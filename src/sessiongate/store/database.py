@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
 import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -302,7 +304,20 @@ def _count_statements(engine: Engine, path: Path) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _statement(*args: Any) -> None:
         counts["statements"] += 1
-        statements[" ".join(str(args[2]).split())] += 1
+        statements[args[2]] += 1  # the SQL text, tidied when written out
+
+    collecting: list[float] = []
+
+    def _collection(phase: str, info: dict[str, Any]) -> None:
+        # The cyclic garbage collector's runs and their time, by generation.
+        if phase == "start":
+            collecting[:] = [time.perf_counter()]
+        elif collecting:
+            generation = info["generation"]
+            counts[f"gc{generation}_runs"] += 1
+            counts[f"gc{generation}_us"] += int(1e6 * (time.perf_counter() - collecting[0]))
+
+    gc.callbacks.append(_collection)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
@@ -330,7 +345,10 @@ def _count_statements(engine: Engine, path: Path) -> None:
                 out.write(f"--- {task.get_name()}\n")
                 for line in _await_chain(task.get_coro()):
                     out.write(f"    {line}\n")
-        data = {**counts, "by_statement": dict(statements.most_common())}
+        by_statement: Counter[str] = Counter()
+        for text, count in statements.items():
+            by_statement[" ".join(text.split())] += count
+        data = {**counts, "by_statement": dict(by_statement.most_common())}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         tmp.replace(path)
