@@ -82,3 +82,30 @@ async def test_a_follower_reads_a_batched_reply_from_start_to_end(
         assert "".join(f["content"] for f in got if f["type"] == "message") == "你好，世界"
     finally:
         await client.aclose()
+
+
+async def _expire_calls(client: Redis) -> int:
+    stats: Any = await client.info("commandstats")
+    return int(stats.get("cmdstat_expire", {}).get("calls", 0))
+
+
+async def test_a_reply_shorter_than_a_batch_is_stored_in_one_round_trip(
+    redis_space: RedisSpace,
+) -> None:
+    client = Redis.from_url(redis_space.url)
+    try:
+        stream = RedisReplyStream(client, prefix=redis_space.prefix, batch=5.0)
+        before = await _expire_calls(client)  # every pipeline ends with one EXPIRE
+        await stream.append("m3", {"type": "start", "message_id": "m3"})
+        await stream.append("m3", {"type": "message", "content": "short "})
+        await stream.append("m3", {"type": "message", "content": "reply"})
+        await stream.append("m3", {"type": "done", "content": ""})
+        assert await _expire_calls(client) - before == 1
+        assert [f.decode() for f in await _stored(client, f"{redis_space.prefix}reply:m3")] == [
+            '{"type":"start","message_id":"m3"}',
+            '{"type":"message","content":"short reply"}',
+            '{"type":"done","content":""}',
+        ]
+        assert 0 < await client.ttl(f"{redis_space.prefix}reply:m3") <= 120
+    finally:
+        await client.aclose()

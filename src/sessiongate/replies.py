@@ -264,11 +264,11 @@ class RedisReplyStream:
     Frames are written in batches: the first frame of a batch starts a ``batch`` second
     (default 0.2) timer, and every frame appended meanwhile goes out with it in one
     pipeline (one round trip), its consecutive text deltas joined into one ``message``
-    entry. A final frame flushes at once, after the frames before it. So a reply costs
-    one round trip per ``batch`` seconds it streams plus one, instead of one per frame (a
-    150-ms reply of 17 frames: 2 instead of 17), and a follower on another replica sees
-    text at most ``batch`` seconds later than one on this replica (which reads
-    ``LiveReply`` directly).
+    entry. A final frame goes out at once, in one pipeline with the batch still waiting.
+    So a reply costs one round trip per ``batch`` seconds it streams plus one, instead
+    of one per frame (a 150-ms reply of 17 frames: 1 instead of 17), and a follower on
+    another replica sees text at most ``batch`` seconds later than one on this replica
+    (which reads ``LiveReply`` directly).
     """
 
     def __init__(self, redis: Redis, *, prefix: str, ttl: int = 120, batch: float = 0.2) -> None:
@@ -277,7 +277,8 @@ class RedisReplyStream:
         self._ttl = ttl
         self._batch = batch
         self._pending: dict[str, list[Frame]] = {}
-        self._flushers: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # batches waiting to go out
+        self._flushing: dict[str, asyncio.Task[None]] = {}  # batches being written
         self._writes: dict[str, asyncio.Lock] = {}
 
     def _key(self, message_id: str) -> str:
@@ -289,34 +290,39 @@ class RedisReplyStream:
         Raises what the Redis client raises when the final write fails (earlier
         batches' failures are logged, not raised: followers elsewhere then fall back
         to the saved row)."""
-        flusher = self._flushers.get(message_id)
         if not is_final(frame):
             self._pending.setdefault(message_id, []).append(frame)
-            if flusher is None:
-                wake = asyncio.Event()
-                task = asyncio.create_task(self._flush_later(message_id, wake))
-                self._flushers[message_id] = (wake, task)
+            if message_id not in self._timers:
+                loop = asyncio.get_running_loop()
+                self._timers[message_id] = loop.call_later(self._batch, self._flush, message_id)
             return
-        if flusher is not None:  # the batch in waiting goes first, now
-            wake, task = flusher
-            wake.set()
-            await asyncio.wait({task})  # never raises: the flusher logs its own failure
-            self._flushers.pop(message_id, None)
+        # The batch still waiting for its timer goes out with the final frame, in the
+        # same pipeline; one already being written is waited for (order).
+        timer = self._timers.pop(message_id, None)
+        if timer is not None:
+            timer.cancel()
+        flushing = self._flushing.pop(message_id, None)
+        if flushing is not None:
+            await asyncio.wait({flushing})  # never raises: the flush logs its own failure
         self._pending.setdefault(message_id, []).append(frame)
         try:
             await self._write(message_id, final=True)
         finally:
             self._writes.pop(message_id, None)
 
-    async def _flush_later(self, message_id: str, wake: asyncio.Event) -> None:
+    def _flush(self, message_id: str) -> None:
+        """The batch's timer: write what is pending, in a task of its own."""
+        del self._timers[message_id]
+        self._flushing[message_id] = asyncio.create_task(self._flush_now(message_id))
+
+    async def _flush_now(self, message_id: str) -> None:
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._batch):
-                    await wake.wait()
-            self._flushers.pop(message_id, None)
             await self._write(message_id, final=False)
         except Exception:
             log.exception("could not publish reply frames to Redis")
+        finally:
+            if self._flushing.get(message_id) is asyncio.current_task():
+                del self._flushing[message_id]
 
     async def _write(self, message_id: str, *, final: bool) -> None:
         # One write per reply at a time, so batches reach the stream in order.
