@@ -468,7 +468,14 @@ async def _level(
     args: argparse.Namespace,
     profile: Path | None,
 ) -> Level:
-    limits = httpx.Limits(max_connections=users + 8, max_keepalive_connections=users + 8)
+    # Idle pooled connections are dropped after 2 s, before the servers' 5-s keep-alive
+    # timeout (uvicorn's, on the gateway and the fake). With both at 5 s (httpx's
+    # default) a connection the server was closing at that moment was sometimes reused,
+    # and its request failed with a bare ReadError: the rare errors at 128 users, on
+    # either side, where a side's connections sit idle while the other side's round runs.
+    limits = httpx.Limits(
+        max_connections=users + 8, max_keepalive_connections=users + 8, keepalive_expiry=2.0
+    )
     timeout = httpx.Timeout(120.0)
     # Everything the direct side needs is ready before timing: keys parsed, tokens held.
     with httpx.Client(timeout=30) as sync:
