@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from sessiongate.app import create_app
 from sessiongate.providers import TextDelta
@@ -425,3 +426,52 @@ async def test_the_turn_deadline_holds_even_when_the_client_stops_reading(
     (_, status, content) = (await live_gateway.messages(conversation))[-1]
     assert status == "error" and 0 < len(content) < len(SLOW)
     assert rest[-1]["type"] == "error" and rest[-1]["code"] == "upstream_timeout"
+
+
+@pytest.mark.redis
+async def test_a_turn_opens_one_transaction_on_postgresql_and_two_on_sqlite(
+    database_url: str,
+    redis_space: RedisSpace,
+    fake_openai_server: tuple[FakeOpenAI, str],
+    fake_openai: FakeOpenAI,
+) -> None:
+    """Only the turn's opening (allocate, insert, read the context) needs a transaction;
+    its finish is one statement, sent without BEGIN and COMMIT on PostgreSQL. (With
+    Redis the session's lock and admission are not in the database.)"""
+    transactions: list[str] = []
+    statements: list[str] = []
+
+    def on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            transactions.append("begin")
+
+    def on_statement(*args: Any) -> None:
+        statements.append(" ".join(args[2].split()[:3]))
+
+    async with (
+        running_gateway(
+            database_url,
+            fake_openai_server[1],
+            redis_url=redis_space.url,
+            redis_prefix=redis_space.prefix,
+        ) as gateway,
+        gateway.client() as client,
+    ):
+        engine = gateway.state.engine.sync_engine
+        first = await client.post("/api/chat", json={"message": "first"})
+        assert first.status_code == 200
+        conversation_id = first.json()["conversation_id"]
+        event.listen(engine, "begin", on_begin)
+        event.listen(engine, "before_cursor_execute", on_statement)
+        try:
+            r = await client.post(
+                "/api/chat", json={"message": "second", "conversation_id": conversation_id}
+            )
+        finally:
+            event.remove(engine, "begin", on_begin)
+            event.remove(engine, "before_cursor_execute", on_statement)
+        postgres = engine.dialect.name == "postgresql"
+    assert r.status_code == 200 and r.json()["message"] == "Echo: second"
+    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE", "INSERT", "SELECT", "UPDATE"]
+    # SQLite counts its session read as a transaction (pysqlite opens none in the file).
+    assert len(transactions) == (1 if postgres else 3)
