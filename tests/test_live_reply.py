@@ -106,15 +106,20 @@ async def test_without_an_interval_every_delta_is_a_frame_of_its_own() -> None:
 
 async def test_silence_yields_keepalives_and_held_text_is_no_silence() -> None:
     live = LiveReply("s1", "c1", "m1")
-    reader = Collector(live.follow(keepalive=0.1, flush_interval=0.05))
+    reader = Collector(live.follow(keepalive=0.1, flush_interval=0.4))
     live.push(START)
     await asyncio.sleep(0.25)
     assert reader.frames[0] == START
     assert reader.frames[1:] and all(frame is None for frame in reader.frames[1:])
     live.push(text("x"))
+    await settle()
+    live.push(text("y"))  # held for the 0.4-s interval, longer than the keep-alive
+    seen = len(reader.frames)
+    await asyncio.sleep(0.25)
+    assert reader.frames[seen - 1 :] == [text("x")]  # no keep-alive while text waits
     live.push(DONE)
     await asyncio.wait_for(reader.task, 1)
-    assert reader.frames[-2:] == [text("x"), DONE]
+    assert reader.frames[-3:] == [text("x"), text("y"), DONE]
 
 
 async def test_catching_up_then_following_with_an_interval() -> None:
@@ -137,6 +142,7 @@ async def test_a_follower_that_leaves_is_no_longer_woken() -> None:
     await settle()
     reader.task.cancel()
     await asyncio.gather(reader.task, return_exceptions=True)
+    assert live._waiters == []  # it took its waiter with it
     live.push(text("after"))
     live.push(DONE)  # nothing waits any more: pushing wakes no one and raises nothing
     assert reader.frames == [START]

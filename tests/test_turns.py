@@ -429,7 +429,7 @@ async def test_the_turn_deadline_holds_even_when_the_client_stops_reading(
 
 
 @pytest.mark.redis
-async def test_a_turn_opens_one_transaction_on_postgresql_and_two_on_sqlite(
+async def test_a_turn_runs_five_statements_and_one_transaction_on_postgresql(
     database_url: str,
     redis_space: RedisSpace,
     fake_openai_server: tuple[FakeOpenAI, str],

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 _FINAL = ("done", "error")
 
 
+def text_frame(content: str) -> Frame:
+    """A ``message`` frame: a piece of the reply's text."""
+    return {"type": "message", "content": content}
+
+
 def is_final(frame: Frame) -> bool:
     """Whether ``frame`` ends a reply (``done`` or ``error``)."""
     return frame.get("type") in _FINAL
@@ -127,7 +132,7 @@ class LiveReply:
             yield self.frames[0]
             text = "".join(f["content"] for f in self.frames[:index] if f["type"] == "message")
             if text:
-                yield {"type": "message", "content": text}
+                yield text_frame(text)
             if is_final(self.frames[index - 1]):
                 yield self.frames[index - 1]
                 return
@@ -141,14 +146,14 @@ class LiveReply:
                     held.append(frame["content"])
                     continue
                 if held:
-                    yield {"type": "message", "content": "".join(held)}
+                    yield text_frame("".join(held))
                     held = []
                 yield frame
                 if is_final(frame):
                     return
             now = loop.time()
             if held and now >= flush_at:
-                yield {"type": "message", "content": "".join(held)}
+                yield text_frame("".join(held))
                 held = []
                 flush_at = loop.time() + flush_interval
                 continue
@@ -222,11 +227,11 @@ def join_text(frames: list[Frame]) -> list[Frame]:
             run.append(frame["content"])
             continue
         if run:
-            joined.append({"type": "message", "content": "".join(run)})
+            joined.append(text_frame("".join(run)))
             run = []
         joined.append(frame)
     if run:
-        joined.append({"type": "message", "content": "".join(run)})
+        joined.append(text_frame("".join(run)))
     return joined
 
 
@@ -278,7 +283,10 @@ class RedisReplyStream:
         self._batch = batch
         self._pending: dict[str, list[Frame]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}  # batches waiting to go out
-        self._flushing: dict[str, asyncio.Task[None]] = {}  # batches being written
+        self._flushing: dict[str, asyncio.Task[None]] = {}  # the newest batch being written
+        # Every flush still running: the event loop keeps only weak references, and a
+        # newer batch's task replaces an older one in ``_flushing``.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writes: dict[str, asyncio.Lock] = {}
 
     def _key(self, message_id: str) -> str:
@@ -313,7 +321,10 @@ class RedisReplyStream:
     def _flush(self, message_id: str) -> None:
         """The batch's timer: write what is pending, in a task of its own."""
         del self._timers[message_id]
-        self._flushing[message_id] = asyncio.create_task(self._flush_now(message_id))
+        task = asyncio.create_task(self._flush_now(message_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._flushing[message_id] = task
 
     async def _flush_now(self, message_id: str) -> None:
         try:
@@ -354,7 +365,7 @@ class RedisReplyStream:
             yield frames[0]
             text = "".join(f["content"] for f in frames if f["type"] == "message")
             if text:
-                yield {"type": "message", "content": text}
+                yield text_frame(text)
             if is_final(frames[-1]):
                 yield frames[-1]
                 return
@@ -467,7 +478,7 @@ class ReplyFollower:
                 }
                 return
             if len(fresh.content) > sent:
-                yield {"type": "message", "content": fresh.content[sent:]}
+                yield text_frame(fresh.content[sent:])
                 sent = len(fresh.content)
             if fresh.status != t.STREAMING:
                 yield final_frame_of(fresh)
@@ -489,5 +500,6 @@ __all__ = [
     "ReplyRegistry",
     "final_frame_of",
     "is_final",
+    "text_frame",
     "with_keepalives",
 ]
