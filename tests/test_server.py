@@ -1,9 +1,12 @@
 """The HTTP edge (server.py and api/middleware/body_limit.py) against a real uvicorn on
 loopback, spoken to with raw sockets: oversized heads, slow clients, too many
-connections and oversized bodies, chunked ones included."""
+connections and oversized bodies, chunked ones included; pipelined and kept-alive
+requests against a small paced ASGI app, so that a response can be made to last."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import select
@@ -18,7 +21,7 @@ from typing import Any
 import pytest
 
 from sessiongate.app import create_app
-from sessiongate.server import MAX_HEADER_BYTES, server_options
+from sessiongate.server import MAX_HEADER_BYTES, EdgeHttpToolsProtocol, server_options
 
 from .conftest import SECRET, make_settings
 from .fakes.servers import ServerThread
@@ -64,6 +67,28 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes, bool
             break
         body += chunk
     return status, headers, body, closed
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """``count`` pipelined responses (status, headers, body) off ``sock``, each cut at its
+    Content-Length; fewer if the server closes first."""
+    data, responses = b"", []
+    while len(responses) < count:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        if found:
+            lines = head.decode("latin-1").split("\r\n")
+            fields = (line.partition(":") for line in lines[1:])
+            headers = {k.strip().lower(): v.strip() for k, _, v in fields}
+            length = int(headers.get("content-length", "0"))
+            if len(rest) >= length:
+                responses.append((int(lines[0].split()[1]), headers, rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return responses
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -199,6 +224,117 @@ def test_connections_past_the_cap_get_503_at_once(edge: tuple[int, dict[str, Any
     finally:
         for sock in held:
             sock.close()
+
+
+# ------------------------------------------------- pipelined and kept-alive requests
+
+SLOW_ANSWER = 1.5  # seconds /slow takes: three read deadlines of the paced server
+PACED_READ_TIMEOUT = 0.5
+
+
+async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``/slow`` answers "a", then "b" ``SLOW_ANSWER`` seconds later (Content-Length 2);
+    any other path reads the whole body and answers ``echo:<body>``."""
+    if scope["path"] == "/slow":
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await asyncio.sleep(SLOW_ANSWER)
+        await send({"type": "http.response.body", "body": b"b"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = b"echo:" + body
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@pytest.fixture
+def paced() -> Iterator[int]:
+    """The edge protocol in front of ``paced_app``; yields the port."""
+    protocol = functools.partial(
+        EdgeHttpToolsProtocol, read_timeout=PACED_READ_TIMEOUT, max_connections=10
+    )
+    with ServerThread(paced_app, lifespan="off", http=protocol) as server:
+        yield server.port
+
+
+GET_ECHO = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+GET_SLOW = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+# A head of ~20 KiB without its closing blank line.
+BIG_HEAD = b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"".join(
+    b"X-H%d: %s\r\n" % (i, b"v" * 90) for i in range(200)
+)
+
+
+def test_a_pipelined_head_over_the_cap_in_the_same_read_gets_431_after_the_answer_before_it(
+    paced: int,
+) -> None:
+    with connect(paced) as sock:
+        sock.sendall(GET_ECHO + BIG_HEAD + b"\r\n")
+        (status, _, body), refusal = read_responses(sock, 2)
+        assert (status, body) == (200, b"echo:")
+        assert refusal[0] == 431, refusal
+        assert error_code(refusal[2]) == "headers_too_large"
+        assert refusal[1]["connection"] == "close"
+        assert closed_by_server(sock)
+
+
+def test_a_pipelined_head_finished_in_a_later_read_is_measured_whole(paced: int) -> None:
+    with connect(paced) as sock:
+        sock.sendall(GET_ECHO + BIG_HEAD)
+        ((status, _, body),) = read_responses(sock, 1)
+        assert (status, body) == (200, b"echo:")
+        sock.sendall(b"\r\n")
+        ((status, _, body),) = read_responses(sock, 1)
+        assert status == 431, body
+        assert error_code(body) == "headers_too_large"
+        assert closed_by_server(sock)
+
+
+def test_an_oversized_head_on_a_kept_alive_connection_gets_431(paced: int) -> None:
+    with connect(paced) as sock:
+        for _ in range(2):
+            sock.sendall(GET_ECHO)
+            ((status, _, body),) = read_responses(sock, 1)
+            assert (status, body) == (200, b"echo:")
+        sock.sendall(BIG_HEAD)  # unfinished: refused as it grows, not when it ends
+        ((status, _, body),) = read_responses(sock, 1)
+        assert status == 431 and error_code(body) == "headers_too_large"
+        assert closed_by_server(sock)
+
+
+def test_a_408_for_a_pipelined_head_waits_for_the_answer_being_streamed(paced: int) -> None:
+    """The pipelined head stalls past the read deadline while /slow is still being sent:
+    the 408 must follow /slow's answer, not land inside it."""
+    with connect(paced) as sock:
+        sock.sendall(GET_SLOW)
+        readable, _, _ = select.select([sock], [], [], BOUND)
+        assert readable  # /slow has begun answering
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        (status, _, body), refusal = read_responses(sock, 2)
+        assert (status, body) == (200, b"ab")
+        assert refusal[0] == 408 and error_code(refusal[2]) == "request_timeout"
+        assert refusal[1]["connection"] == "close"
+        assert closed_by_server(sock)
+
+
+def test_a_pipelined_request_queued_behind_a_slow_answer_is_not_timed_out(paced: int) -> None:
+    """The server stops reading while a pipelined request waits its turn, so its body,
+    sent at once, is read only after /slow's answer: past the read deadline, and the
+    client's fault it is not."""
+    with connect(paced) as sock:
+        sock.sendall(GET_SLOW + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.1)
+        sock.sendall(b"hello")
+        answers = [(status, body) for status, _, body in read_responses(sock, 2)]
+        assert answers == [(200, b"ab"), (200, b"echo:hello")]
 
 
 def _chat_head(extra: bytes) -> bytes:

@@ -6,12 +6,13 @@ uvicorn's httptools (llhttp) protocol with three limits the stock servers lack o
 badly:
 
 - request line and headers over ``MAX_HEADER_BYTES`` (16 KiB): 431 and the connection
-  closed, whether the head is unfinished or arrives whole at once (httptools has no cap
-  of its own: it buffers an unfinished head however long), so the head's bytes are
-  counted here as they arrive;
+  closed, whether the head is unfinished, arrives whole at once or is pipelined behind
+  another request (httptools has no cap of its own: it buffers an unfinished head
+  however long);
 - a request (head and body) not complete within ``SESSIONGATE_REQUEST_READ_TIMEOUT``
   seconds: 408 if the head is still incomplete, else the connection is closed and the
-  app sees a disconnect (slow-header and slow-body clients cannot pin connections);
+  app sees a disconnect (slow-header and slow-body clients cannot pin connections); the
+  clock stops while the server itself is not reading;
 - more than ``SESSIONGATE_MAX_CONNECTIONS`` open connections: the new one gets 503
   (with ``Retry-After``) at once and is closed, without reading anything.
 
@@ -67,6 +68,17 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
 
     ``read_timeout`` is seconds for one whole request to arrive; ``max_connections``
     counts this server's open connections (per process).
+
+    A head is measured two ways: a finished one exactly, from its parsed parts, when
+    llhttp reports it complete (so a pipelined head that arrives in the same read as the
+    request before it is measured too); an unfinished one by the bytes of each read that
+    holds nothing else. A pipelined head that begins in the middle of a read and does not
+    finish in it can so buffer at most that one read (uvloop reads up to 256 KiB) plus
+    the cap before its 431.
+
+    A refusal is never written into another response: while an earlier request on the
+    connection is still being answered, the 408 or 431 waits until that answer (and any
+    pipelined one before it) is complete, and nothing more is parsed meanwhile.
     """
 
     def __init__(
@@ -78,8 +90,10 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has begun and is not whole yet
         self._head_done = False  # its request line and headers are complete
-        self._head_bytes = 0  # bytes of its head received so far
-        self._head_tail = b""  # the head's last 3 bytes (its end may straddle two reads)
+        self._heads_done = 0  # heads completed on this connection
+        self._head_bytes = 0  # bytes of an unfinished head counted so far
+        self._refusal: bytes | None = None  # a refusal waiting for an earlier response
+        self._refused = False  # a refusal is sent or waiting: parse nothing more
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,40 +115,85 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if not self._receiving:  # the first bytes of the next request on this connection
             self._receiving = True
             self._arm_deadline()
-        if not self._head_done and self._head_too_large(data):
-            return
+        in_head, heads_done = not self._head_done, self._heads_done
         super().data_received(data)
+        if in_head and self._heads_done == heads_done and not self._refused:
+            # No head finished in this read, which began inside one: all of it is head.
+            # (httptools buffers an unfinished head however long.)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._refuse_head()
 
-    def _head_too_large(self, data: bytes) -> bool:
-        """Refuse (431) a head that grows past the cap, finished in ``data`` or not:
-        httptools buffers an unfinished head however long and parses a whole one of any
-        size."""
-        seen = self._head_tail + data
-        end = seen.find(b"\r\n\r\n")
-        size = self._head_bytes + (len(data) if end == -1 else end + 4 - len(self._head_tail))
-        self._head_bytes, self._head_tail = size, seen[-3:]
-        if size <= MAX_HEADER_BYTES:
-            return False
+    def _refuse_head(self) -> None:
         self._refuse(
             431,
             "headers_too_large",
             f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.",
         )
-        return True
+
+    def _finished_head_size(self) -> int:
+        """Bytes of the head just parsed: request line, headers and the blank line."""
+        line = len(self.parser.get_method()) + len(self.url) + len(" HTTP/1.1\r\n") + 1
+        return line + sum(len(name) + len(value) + 4 for name, value in self.headers) + 2
+
+    # ------------------------------------------------- parser callbacks (httptools)
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        self._receiving = True  # a pipelined request's time starts at its first byte
+        self._arm_deadline()
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._head_done = True
+        self._heads_done += 1
+        self._head_bytes = 0
+        if self._finished_head_size() > MAX_HEADER_BYTES:
+            self._refuse_head()
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         # The request is whole: the app's response time is not the client's to limit.
         self._disarm_deadline()
         self._receiving = self._head_done = False
-        self._head_bytes, self._head_tail = 0, b""
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._refusal is not None and not self.pipeline:
+            # Every request before the refused one is answered: the refusal goes out now.
+            self.server_state.total_requests += 1
+            if not self.transport.is_closing():
+                self.transport.write(self._refusal)
+                self.transport.close()
+            return
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refused connection has its answer already
+            super().send_400_response(msg)
 
     # ------------------------------------------------------------------ the deadline
 
@@ -151,7 +210,11 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if not self._head_done:
+        if self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits for the answer before
+            # it, or the app has not taken the body yet): the client is not late.
+            self._arm_deadline()
+        elif not self._head_done:
             self._refuse(
                 408,
                 "request_timeout",
@@ -164,9 +227,16 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(
         self, status: int, code: str, message: str, *, retry_after: int | None = None
     ) -> None:
+        """Answer ``status`` and close; after the answers still owed, if any."""
+        self._refused = True
         self._disarm_deadline()
-        self.transport.write(_raw_error(status, code, message, retry_after=retry_after))
-        self.transport.close()
+        response = _raw_error(status, code, message, retry_after=retry_after)
+        if self.cycle is None or (self.cycle.response_complete and not self.pipeline):
+            self.transport.write(response)
+            self.transport.close()
+        else:
+            self._refusal = response
+            self.flow.pause_reading()
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
