@@ -38,7 +38,7 @@ from .ratelimit import ClientLimiter, TurnLimiter
 from .redis_pool import connect_redis
 from .replies import RedisReplyStream
 from .sessions import SessionService, run_cleanup_periodically
-from .store import create_engine, create_reader, create_sessionmaker
+from .store import create_engine, create_sessionmaker, read_engine
 from .store.migration_lock import migrate_exclusively
 from .upstreams import build_provider
 
@@ -159,7 +159,7 @@ def create_app(
                 settings=settings,
                 engine=engine,
                 sessionmaker=sessionmaker,
-                reader=create_reader(engine),
+                reader=read_engine(engine),
                 tokens=SessionTokens(settings.resolve_secret_key(), ttl=settings.session_idle_ttl),
                 provider=active,
                 chat=chat,

@@ -15,6 +15,7 @@ from sessiongate.store import (
     create_engine,
     create_sessionmaker,
     migrate,
+    read_engine,
 )
 from sessiongate.store import queries as q
 from sessiongate.store.models import utcnow
@@ -117,3 +118,23 @@ async def test_session_names_are_opaque_and_unique(db) -> None:  # noqa: ANN001
     names = {s.session_name for s in sessions}
     assert len(names) == 50
     assert all(s.id not in s.session_name and s.session_name.startswith("sg_") for s in sessions)
+
+
+async def test_find_session_reads_every_column_as_get_session_does(database_url: str) -> None:
+    """The Core lookup behind every session-token request (``find_session``) and the ORM
+    one agree on every column, timezone included, on both databases."""
+    await migrate(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            row = await q.create_session(db, idle_ttl=90)
+            row.kind, row.issuer, row.external_user = "idp", "https://idp.example", "u-7"
+            row.principal = "idp:https://idp.example:u-7"
+        found = await q.find_session(read_engine(engine), row.id)
+        assert found is not None
+        columns = [c.key for c in SessionRow.__table__.columns]
+        assert {c: getattr(found, c) for c in columns} == {c: getattr(row, c) for c in columns}
+        assert found.expires_at.tzinfo is not None
+        assert await q.find_session(read_engine(engine), "0" * 32) is None
+    finally:
+        await engine.dispose()

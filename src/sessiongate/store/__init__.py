@@ -3,10 +3,10 @@
 from .database import (
     DbSession,
     create_engine,
-    create_reader,
     create_sessionmaker,
     migrate,
     migrate_sync,
+    read_engine,
 )
 from .models import Base, ConversationRow, MessageRow, SessionRow, TenantRow
 
@@ -18,8 +18,8 @@ __all__ = [
     "SessionRow",
     "TenantRow",
     "create_engine",
-    "create_reader",
     "create_sessionmaker",
     "migrate",
     "migrate_sync",
+    "read_engine",
 ]

@@ -321,7 +321,7 @@ def _count_statements(engine: Engine, path: Path) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # An autocommit connection (create_reader) opens no transaction on the server.
+        # An autocommit connection (read_engine) opens no transaction on the server.
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             counts["transactions"] += 1
 
@@ -362,19 +362,17 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def create_reader(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
-    """A factory of database sessions in autocommit mode, for one-statement reads.
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for one-statement reads outside a transaction (same pool).
 
-    On PostgreSQL no transaction is opened: a lookup is one round trip instead of three
-    (BEGIN, SELECT, ROLLBACK). SQLite (pysqlite) never opens a transaction for a read
-    anyway, and switching its connections to autocommit and back costs more than it
-    saves, so there this is the ordinary factory. Never write through it.
+    On PostgreSQL its connections run in autocommit: a lookup is one round trip instead
+    of three (BEGIN, SELECT, ROLLBACK). SQLite (pysqlite) never opens a transaction for a
+    read anyway, and switching its connections to autocommit and back costs more than it
+    saves, so there it is ``engine`` itself. Never write through it.
     """
     if engine.dialect.name != "postgresql":
-        return create_sessionmaker(engine)
-    return async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-    )
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _alembic_config(database_url: str) -> Config:
@@ -402,7 +400,7 @@ __all__ = [
     "DbSession",
     "SQLiteSerializedWrites",
     "create_engine",
-    "create_reader",
+    "read_engine",
     "create_sessionmaker",
     "database_unavailable",
     "migrate",

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import NotFound
 from .database import DbConnection, DbSession
@@ -93,6 +94,21 @@ async def delete_session(db: DbSession, session_id: str) -> None:
 async def get_session(db: DbSession, session_id: str) -> SessionRow | None:
     """The session with this id, expired or not; None if it does not exist."""
     return await db.get(SessionRow, session_id)
+
+
+_SESSIONS = SessionRow.__table__
+_SESSION_BY_ID = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("p_id"))
+
+
+async def find_session(engine: AsyncEngine, session_id: str) -> SessionRow | None:
+    """``get_session`` for the lookup every request with a session token makes: one
+    prebuilt Core statement on a connection of ``engine`` (``read_engine``), no ORM
+    session, identity map or unit of work (1.2 → 0.8 ms on SQLite, 0.6 → 0.4 ms on
+    PostgreSQL, ``bench/README.md``). The row comes back as a transient ``SessionRow``
+    (it has no relationships to load); None if there is no such session."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(_SESSION_BY_ID, {"p_id": session_id})).first()
+    return None if row is None else SessionRow(**row._mapping)
 
 
 async def touch_session(
@@ -327,6 +343,7 @@ __all__ = [
     "delete_conversation",
     "delete_session",
     "get_conversation",
+    "find_session",
     "get_session",
     "list_conversations",
     "list_messages",

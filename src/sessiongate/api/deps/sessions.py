@@ -140,8 +140,7 @@ async def existing_session(
             code="anonymous_disabled",
         )
     assert caller.session_id is not None and caller.issued_at is not None
-    async with state.reader() as db:
-        found = await q.get_session(db, caller.session_id)
+    found = await q.find_session(state.reader, caller.session_id)
     if found is None:
         raise AuthError("This session no longer exists; start a new one.", code="session_not_found")
     if found.expires_at <= utcnow():

@@ -29,8 +29,8 @@ class GatewayState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[DbSession]
-    #: Sessions for single reads outside a transaction (no BEGIN/ROLLBACK round trips).
-    reader: async_sessionmaker[DbSession]
+    #: ``engine`` for single reads outside a transaction (no BEGIN/ROLLBACK round trips).
+    reader: AsyncEngine
     tokens: SessionTokens
     provider: Provider
     chat: ChatService
