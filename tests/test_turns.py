@@ -429,15 +429,16 @@ async def test_the_turn_deadline_holds_even_when_the_client_stops_reading(
 
 
 @pytest.mark.redis
-async def test_a_turn_runs_five_statements_and_one_transaction_on_postgresql(
+async def test_a_turn_runs_three_statements_and_no_transaction_on_postgresql(
     database_url: str,
     redis_space: RedisSpace,
     fake_openai_server: tuple[FakeOpenAI, str],
     fake_openai: FakeOpenAI,
 ) -> None:
-    """Only the turn's opening (allocate, insert, read the context) needs a transaction;
-    its finish is one statement, sent without BEGIN and COMMIT on PostgreSQL. (With
-    Redis the session's lock and admission are not in the database.)"""
+    """On PostgreSQL a turn is three statements, none in a transaction of its own: the
+    session lookup, the opening (allocate, insert, read the context: one statement of
+    CTEs) and the finish. On SQLite the opening is three statements in a transaction.
+    (With Redis the session's lock and admission are not in the database.)"""
     transactions: list[str] = []
     statements: list[str] = []
 
@@ -472,6 +473,11 @@ async def test_a_turn_runs_five_statements_and_one_transaction_on_postgresql(
             event.remove(engine, "before_cursor_execute", on_statement)
         postgres = engine.dialect.name == "postgresql"
     assert r.status_code == 200 and r.json()["message"] == "Echo: second"
-    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE", "INSERT", "SELECT", "UPDATE"]
-    # SQLite counts its session read as a transaction (pysqlite opens none in the file).
-    assert len(transactions) == (1 if postgres else 3)
+    if postgres:
+        assert [s.split()[0] for s in statements] == ["SELECT", "WITH", "UPDATE"]
+        assert transactions == []
+    else:
+        opening = ["UPDATE", "INSERT", "SELECT"]
+        assert [s.split()[0] for s in statements] == ["SELECT", *opening, "UPDATE"]
+        # SQLite counts its session read as a transaction (pysqlite opens none in the file).
+        assert len(transactions) == 3

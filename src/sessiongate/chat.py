@@ -263,6 +263,19 @@ class ChatService:
         ttl = self.limits.idle_ttl
         # Push the expiry out at most once a minute: most turns then write no session row.
         stale = (session.expires_at - now).total_seconds() < ttl - 60
+        plain = not (turn.regenerate or turn.edit_last or turn.new_conversation)
+        if self._autocommit is not None and plain and turn.conversation_id is not None:
+            # PostgreSQL: the whole opening in one statement, one round trip.
+            async with self._autocommit.connect() as db:
+                return await t.open_turn_at_once(
+                    db,
+                    session.id,
+                    text=turn.message,
+                    conversation_id=turn.conversation_id,
+                    history_limit=self.limits.history_messages,
+                    touch_ttl=ttl if stale else None,
+                    now=now,
+                )
         async with self._engine.begin() as db:
             return await t.open_turn(
                 db,
