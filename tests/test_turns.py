@@ -437,7 +437,8 @@ async def test_a_turn_runs_three_statements_and_no_transaction_on_postgresql(
 ) -> None:
     """On PostgreSQL a turn is three statements, none in a transaction of its own: the
     session lookup, the opening (allocate, insert, read the context: one statement of
-    CTEs) and the finish. On SQLite the opening is three statements in a transaction.
+    CTEs) and the finish. On SQLite the opening is three statements in a transaction,
+    the context read first, before the writer lock is taken.
     (With Redis the session's lock and admission are not in the database.)"""
     transactions: list[str] = []
     statements: list[str] = []
@@ -477,7 +478,43 @@ async def test_a_turn_runs_three_statements_and_no_transaction_on_postgresql(
         assert [s.split()[0] for s in statements] == ["SELECT", "WITH", "UPDATE"]
         assert transactions == []
     else:
-        opening = ["UPDATE", "INSERT", "SELECT"]
+        opening = ["SELECT", "UPDATE", "INSERT"]  # the context read before the first write
         assert [s.split()[0] for s in statements] == ["SELECT", *opening, "UPDATE"]
         # SQLite counts its session read as a transaction (pysqlite opens none in the file).
         assert len(transactions) == 3
+
+
+@pytest.mark.parametrize("history_messages", [1, 4])
+async def test_the_context_sent_is_the_newest_usable_messages_ending_with_the_new_one(
+    database_url: str,
+    fake_openai_server: tuple[FakeOpenAI, str],
+    fake_openai: FakeOpenAI,
+    history_messages: int,
+) -> None:
+    """``SESSIONGATE_HISTORY_MESSAGES`` through the wire, on both databases (PostgreSQL
+    opens the turn in one statement, SQLite reads the context before its first write):
+    the newest messages, oldest first, a failed reply left out, the new message last."""
+    async with (
+        running_gateway(
+            database_url, fake_openai_server[1], history_messages=history_messages
+        ) as gateway,
+        gateway.client() as client,
+    ):
+        first = await client.post("/api/chat", json={"message": "one"})
+        conversation = {"conversation_id": first.json()["conversation_id"]}
+        fake_openai.behaviour.fail_status = 503
+        await client.post("/api/chat", json={"message": "two", **conversation})
+        fake_openai.behaviour.fail_status = None
+        await client.post("/api/chat", json={"message": "three", **conversation})
+        last = await client.post("/api/chat", json={"message": "four", **conversation})
+    assert last.status_code == 200
+    sent = [(m["role"], m["content"]) for m in fake_openai.requests[-1].messages]
+    stored = [
+        ("user", "one"),
+        ("assistant", "Echo: one"),
+        ("user", "two"),  # its failed reply is never context
+        ("user", "three"),
+        ("assistant", "Echo: three"),
+        ("user", "four"),
+    ]
+    assert [m for m in sent if m[0] != "system"] == stored[-history_messages:]

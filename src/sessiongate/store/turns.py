@@ -3,12 +3,14 @@ finished in one statement. Every query is keyed by ``session_id``. The turn's ow
 functions take an ORM session or a plain connection (``ChatService`` uses connections:
 no unit of work is needed for Core statements, and it costs CPU on every turn).
 
-A turn's first transaction takes the conversation's next positions (one UPDATE ...
-RETURNING), inserts the user message and the reply's row (``status="streaming"``)
-together, and reads the context newest-first, at most ``history_limit`` messages; its
-cost does not grow with the conversation. Because the reply's row exists before the
-provider is called, a crash leaves it behind (marked ``interrupted`` by the recovery
-sweep), never a user message without its reply.
+A turn's first transaction reads the context newest-first, at most ``history_limit``
+messages (before its first write, so on SQLite the read stays outside the writer
+lock), takes the conversation's next positions (one UPDATE ... RETURNING) and inserts
+the user message and the reply's row (``status="streaming"``) together; its cost does
+not grow with the conversation. On PostgreSQL the common case is one statement of
+data-modifying CTEs instead (``open_turn_at_once``). Because the reply's row exists
+before the provider is called, a crash leaves it behind (marked ``interrupted`` by the
+recovery sweep), never a user message without its reply.
 """
 
 from __future__ import annotations
@@ -289,6 +291,11 @@ async def open_turn(
             )
         )
     count = 1 if regenerate else 2
+    older: Sequence[Any] = ()
+    if not (regenerate or edit_last):
+        # Read before the first write: on SQLite that keeps the read out of the writer
+        # lock's hold (the session's lock keeps this conversation still meanwhile).
+        older = await _read_context(db, session_id, conversation_id, _ALL, history_limit - 1)
     first, upstream_ref = await _allocate(db, session_id, conversation_id, count, title, now)
     rows: list[dict[str, Any]] = []
     if not regenerate:
@@ -301,19 +308,34 @@ async def open_turn(
     await db.execute(_INSERT_MESSAGES, rows)
     if touch_ttl is not None:
         await touch_session(db, session_id, idle_ttl=touch_ttl, now=now)
-    history = (
-        await db.execute(
-            _CONTEXT,
-            {
-                "p_session_id": session_id,
-                "p_conversation_id": conversation_id,
-                "p_before": reply["position"],
-                "p_limit": history_limit,
-            },
+    if regenerate or edit_last:
+        history = await _read_context(
+            db, session_id, conversation_id, reply["position"], history_limit
         )
-    ).all()
+    else:
+        assert text is not None
+        history = [("user", text), *older]
     context = [ContextMessage(role, content) for role, content in reversed(history)]
     return OpenedTurn(conversation_id, upstream_ref, reply["id"], context)
+
+
+_ALL = 2**31 - 1  # a position past every stored one (positions are INTEGER)
+
+
+async def _read_context(
+    db: DbSession | DbConnection, session_id: str, conversation_id: str, before: int, limit: int
+) -> Sequence[Any]:
+    """(role, content) of the conversation's last ``limit`` usable messages before
+    position ``before``, newest first (``_CONTEXT``)."""
+    if limit <= 0:
+        return []
+    params = {
+        "p_session_id": session_id,
+        "p_conversation_id": conversation_id,
+        "p_before": before,
+        "p_limit": limit,
+    }
+    return (await db.execute(_CONTEXT, params)).all()
 
 
 async def open_turn_at_once(
