@@ -212,3 +212,49 @@ async def test_connections_killed_by_postgres_cost_one_503_then_the_pool_recover
             assert first.json()["error"]["code"] == "database_unavailable"
             assert first.headers["retry-after"] == "5"
             assert (await client.post("/api/session")).status_code == 201
+
+
+async def test_each_sqlite_statement_is_one_trip_to_the_driver_thread(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SELECT, an UPDATE ... RETURNING and an executemany INSERT each hand one job to
+    aiosqlite's thread (SQLAlchemy's stock adapter: three or four), with the same rows,
+    rowcounts and errors as ever."""
+    import aiosqlite
+    from sqlalchemy.exc import IntegrityError
+
+    trips: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *args, **kwargs)
+
+    engine = create_engine(sqlite_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        async with engine.connect() as conn:
+            trips.clear()
+            await conn.exec_driver_sql(
+                "INSERT INTO t (k, v) VALUES (?, ?)", [("a", 1), ("b", 2), ("c", 3)]
+            )
+            assert len(trips) == 1, trips
+            trips.clear()
+            bumped = await conn.exec_driver_sql(
+                "UPDATE t SET v = v + 10 WHERE v >= 2 RETURNING k, v"
+            )
+            assert sorted(bumped.all()) == [("b", 12), ("c", 13)]
+            assert len(trips) == 1, trips
+            trips.clear()
+            rows = (await conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k")).all()
+            assert rows == [("a", 1), ("b", 12), ("c", 13)]
+            assert len(trips) == 1, trips
+            changed = await conn.exec_driver_sql("UPDATE t SET v = 0 WHERE v > 10")
+            assert changed.rowcount == 2
+            with pytest.raises(IntegrityError):
+                await conn.exec_driver_sql("INSERT INTO t (k, v) VALUES ('a', 9)")
+            await conn.rollback()
+    finally:
+        await engine.dispose()
