@@ -251,10 +251,20 @@ async def test_each_sqlite_statement_is_one_trip_to_the_driver_thread(
             rows = (await conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k")).all()
             assert rows == [("a", 1), ("b", 12), ("c", 13)]
             assert len(trips) == 1, trips
+            await conn.commit()  # the writes above: one trip
+            assert len(trips) == 2, trips
+        trips.clear()
+        async with engine.connect() as conn:  # a read, then back to the pool: one trip
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar() == 3
+        assert len(trips) == 1, trips
+        async with engine.connect() as conn:
             changed = await conn.exec_driver_sql("UPDATE t SET v = 0 WHERE v > 10")
             assert changed.rowcount == 2
             with pytest.raises(IntegrityError):
                 await conn.exec_driver_sql("INSERT INTO t (k, v) VALUES ('a', 9)")
-            await conn.rollback()
+            await conn.rollback()  # a transaction is open: the rollback is made
+        async with engine.connect() as conn:
+            rows = (await conn.exec_driver_sql("SELECT k, v FROM t ORDER BY k")).all()
+            assert rows == [("a", 1), ("b", 12), ("c", 13)]
     finally:
         await engine.dispose()

@@ -147,8 +147,25 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """Cursors of one trip per statement; COMMIT and ROLLBACK make no trip at all when
+    no transaction is open (a read, or a connection going back to the pool after its
+    COMMIT): ``sqlite3.Connection.in_transaction`` is read in place, with no statement
+    of this connection in flight."""
+
     __slots__ = ()
     _cursor_cls = _OneTripCursor
+
+    def _in_transaction(self) -> bool:
+        sqlite = self._connection._connection  # None once closed
+        return sqlite is not None and bool(sqlite.in_transaction)
+
+    def rollback(self) -> None:
+        if self._in_transaction():
+            super().rollback()
+
+    def commit(self) -> None:
+        if self._in_transaction():
+            super().commit()
 
 
 class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
