@@ -228,20 +228,24 @@ def test_connections_past_the_cap_get_503_at_once(edge: tuple[int, dict[str, Any
 
 # ------------------------------------------------- pipelined and kept-alive requests
 
-SLOW_ANSWER = 1.5  # seconds /slow takes: three read deadlines of the paced server
+SLOW_ANSWER = 1.3  # seconds /slow takes: 2.6 read deadlines of the paced server
 PACED_READ_TIMEOUT = 0.5
 
 
 async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``/slow`` answers "a", then "b" ``SLOW_ANSWER`` seconds later (Content-Length 2);
-    any other path reads the whole body and answers ``echo:<body>``."""
+    """``/slow`` answers "a", then "b" ``SLOW_ANSWER`` seconds later (Content-Length 2),
+    listening for a disconnect meanwhile as Starlette's streaming responses do (which
+    makes uvicorn read on); any other path reads the whole body and answers
+    ``echo:<body>``."""
     if scope["path"] == "/slow":
+        listener = asyncio.ensure_future(receive())
         await send(
             {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
         )
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
         await asyncio.sleep(SLOW_ANSWER)
         await send({"type": "http.response.body", "body": b"b"})
+        listener.cancel()
         return
     body = b""
     while True:
@@ -335,6 +339,62 @@ def test_a_pipelined_request_queued_behind_a_slow_answer_is_not_timed_out(paced:
         sock.sendall(b"hello")
         answers = [(status, body) for status, _, body in read_responses(sock, 2)]
         assert answers == [(200, b"ab"), (200, b"echo:hello")]
+
+
+def test_a_pipelined_body_that_stalls_does_not_cut_the_answer_before_it(paced: int) -> None:
+    """The stalled request's own time starts when its turn comes; the answer being
+    streamed before it is never cut for it."""
+    with connect(paced) as sock:
+        sock.sendall(GET_SLOW + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+        answers = [(status, body) for status, _, body in read_responses(sock, 2)]
+        assert answers == [(200, b"ab")]  # then closed: the body never came
+        assert closed_by_server(sock)
+
+
+def test_a_pipelined_request_gets_its_whole_read_time_when_its_turn_comes(paced: int) -> None:
+    with connect(paced) as sock:
+        sock.sendall(GET_SLOW + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+        ((status, _, body),) = read_responses(sock, 1)
+        assert (status, body) == (200, b"ab")
+        time.sleep(PACED_READ_TIMEOUT / 2)  # within its own time, long after the first 0.5 s
+        sock.sendall(b"llo")
+        ((status, _, body),) = read_responses(sock, 1)
+        assert (status, body) == (200, b"echo:hello")
+
+
+def test_a_pipelined_oversized_websocket_handshake_gets_431_after_the_answer_before_it(
+    paced: int,
+) -> None:
+    upgrade = BIG_HEAD + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    with connect(paced) as sock:
+        sock.sendall(GET_ECHO + upgrade)
+        (status, _, body), refusal = read_responses(sock, 2)
+        assert (status, body) == (200, b"echo:")
+        assert refusal[0] == 431 and error_code(refusal[2]) == "headers_too_large"
+        assert closed_by_server(sock)
+
+
+def test_a_request_that_is_not_http_gets_a_400_envelope_after_the_answer_before_it(
+    paced: int,
+) -> None:
+    with connect(paced) as sock:
+        sock.sendall(GET_SLOW)
+        readable, _, _ = select.select([sock], [], [], BOUND)
+        assert readable  # /slow has begun answering
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        (status, _, body), refusal = read_responses(sock, 2)
+        assert (status, body) == (200, b"ab")
+        assert refusal[0] == 400 and error_code(refusal[2]) == "bad_request"
+        assert refusal[1]["connection"] == "close"
+        assert closed_by_server(sock)
+
+
+def test_a_head_padded_with_whitespace_is_counted_by_its_bytes(paced: int) -> None:
+    """llhttp strips the spaces around a header value: the raw bytes decide."""
+    with connect(paced) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad:" + b" " * 100_000 + b"v\r\n\r\n")
+        ((status, _, body),) = read_responses(sock, 1)
+        assert status == 431 and error_code(body) == "headers_too_large"
 
 
 def _chat_head(extra: bytes) -> bytes:

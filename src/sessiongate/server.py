@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024
 _REASONS = {
+    400: "Bad Request",
     408: "Request Timeout",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
@@ -69,16 +70,19 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
     ``read_timeout`` is seconds for one whole request to arrive; ``max_connections``
     counts this server's open connections (per process).
 
-    A head is measured two ways: a finished one exactly, from its parsed parts, when
-    llhttp reports it complete (so a pipelined head that arrives in the same read as the
-    request before it is measured too); an unfinished one by the bytes of each read that
-    holds nothing else. A pipelined head that begins in the middle of a read and does not
-    finish in it can so buffer at most that one read (uvloop reads up to 256 KiB) plus
-    the cap before its 431.
+    A head is measured two ways: by its raw bytes, read by read, from the first read
+    that begins inside it (before it is parsed); and, once llhttp reports it complete,
+    from its parsed parts (so a pipelined head that begins in the middle of a read, after
+    the request before it, is measured too). Such a pipelined head can so buffer at most
+    that one read (uvloop reads up to 256 KiB) plus the cap before its 431, and the
+    parsed parts leave out whitespace llhttp strips around header values.
 
-    A refusal is never written into another response: while an earlier request on the
-    connection is still being answered, the 408 or 431 waits until that answer (and any
-    pipelined one before it) is complete, and nothing more is parsed meanwhile.
+    A refusal (400 for a request that is not HTTP, 408, 431) is never written into
+    another response: while an earlier request on the connection is still being
+    answered, it waits until that answer (and any pipelined one before it) is complete,
+    and nothing more is parsed meanwhile. The read deadline runs only for the request
+    being served and while the server reads: it restarts when a pipelined request's turn
+    comes, and a deadline that falls while reading is paused is pushed out.
     """
 
     def __init__(
@@ -90,8 +94,8 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has begun and is not whole yet
         self._head_done = False  # its request line and headers are complete
-        self._heads_done = 0  # heads completed on this connection
-        self._head_bytes = 0  # bytes of an unfinished head counted so far
+        self._head_bytes = 0  # raw bytes of the unfinished head counted so far
+        self._head_tail = b""  # its last 3 bytes (its end may straddle two reads)
         self._refusal: bytes | None = None  # a refusal waiting for an earlier response
         self._refused = False  # a refusal is sent or waiting: parse nothing more
 
@@ -120,14 +124,17 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         if not self._receiving:  # the first bytes of the next request on this connection
             self._receiving = True
             self._arm_deadline()
-        in_head, heads_done = not self._head_done, self._heads_done
-        super().data_received(data)
-        if in_head and self._heads_done == heads_done and not self._refused:
-            # No head finished in this read, which began inside one: all of it is head.
-            # (httptools buffers an unfinished head however long.)
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_BYTES:
+        if not self._head_done:
+            # This read begins inside a head (or before one): count it up to the head's
+            # end, before parsing (httptools buffers an unfinished head however long).
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end == -1 else end + 4 - len(self._head_tail))
+            if size > MAX_HEADER_BYTES:
                 self._refuse_head()
+                return
+            self._head_bytes, self._head_tail = size, seen[-3:]
+        super().data_received(data)
 
     def _refuse_head(self) -> None:
         self._refuse(
@@ -162,8 +169,7 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._head_done = True
-        self._heads_done += 1
-        self._head_bytes = 0
+        self._head_bytes, self._head_tail = 0, b""
         if self._finished_head_size() > MAX_HEADER_BYTES:
             self._refuse_head()
             return
@@ -189,11 +195,21 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.write(self._refusal)
                 self.transport.close()
             return
+        waiting = bool(self.pipeline)
         super().on_response_complete()
+        if waiting and self._receiving and self._read_deadline is not None:
+            # A pipelined request's turn has come: its time to arrive starts now.
+            self._disarm_deadline()
+            self._arm_deadline()
 
     def send_400_response(self, msg: str) -> None:
+        """llhttp refused the bytes as HTTP: 400 in the envelope, in its turn."""
         if not self._refused:  # a refused connection has its answer already
-            super().send_400_response(msg)
+            self._refuse(400, "bad_request", "The request is not valid HTTP/1.1.")
+
+    def _should_upgrade(self) -> bool:
+        # A refused head (e.g. a 431 for an oversized WebSocket handshake) is no upgrade.
+        return not self._refused and super()._should_upgrade()
 
     # ------------------------------------------------------------------ the deadline
 
@@ -210,9 +226,9 @@ class EdgeHttpToolsProtocol(HttpToolsProtocol):
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self.flow.read_paused:
-            # The server stopped reading (a pipelined request waits for the answer before
-            # it, or the app has not taken the body yet): the client is not late.
+        if self.flow.read_paused or (self._head_done and self.pipeline):
+            # The server stopped reading (the app has not taken the body yet), or this
+            # request waits for the answers before it: the client is not late.
             self._arm_deadline()
         elif not self._head_done:
             self._refuse(
