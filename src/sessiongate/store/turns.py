@@ -314,7 +314,7 @@ async def open_turn(
         )
     else:
         assert text is not None
-        history = [("user", text), *older]
+        history = [("user", text), *older] if history_limit > 0 else []
     context = [ContextMessage(role, content) for role, content in reversed(history)]
     return OpenedTurn(conversation_id, upstream_ref, reply["id"], context)
 
@@ -351,8 +351,11 @@ async def open_turn_at_once(
     """``open_turn`` for the common case (a new user message in a named conversation) on
     PostgreSQL, in one statement (``_open_statement``): one round trip instead of five
     (BEGIN, allocate, insert, context, COMMIT) when ``db`` is in autocommit. Same rows,
-    same result, same ``NotFound``; the context is read before this turn's rows exist
-    (the lock of the session keeps anything else from writing in between)."""
+    same result, same ``NotFound``. The context is read in the statement's snapshot,
+    before this turn's rows exist: this relies on the session's lock, which every
+    writer of a conversation's messages holds (turns, deletes, resets), so nothing else
+    writes the conversation in between; were the lock to lapse, a writer the UPDATE
+    waited for would have its messages missing from this one turn's context."""
     now = now or utcnow()
     user_id, reply_id = new_id(), new_id()
     params: dict[str, Any] = {
