@@ -78,15 +78,17 @@ _STREAMING_REPLY = (
     _M.session_id == bindparam("p_session_id"),
     _M.status == STREAMING,
 )
+# A message of the conversation that goes into a turn's context: not a failed reply,
+# not one still streaming, not empty.
+_USABLE = (
+    _M.session_id == bindparam("p_session_id"),
+    _M.conversation_id == bindparam("p_conversation_id"),
+    _M.status.not_in(("error", STREAMING)),
+    _M.content != "",
+)
 _CONTEXT = (
     select(_M.role, _M.content)
-    .where(
-        _M.session_id == bindparam("p_session_id"),
-        _M.conversation_id == bindparam("p_conversation_id"),
-        _M.position < bindparam("p_before"),
-        _M.status.not_in(("error", STREAMING)),
-        _M.content != "",
-    )
+    .where(*_USABLE, _M.position < bindparam("p_before"))
     .order_by(_M.position.desc())
     .limit(bindparam("p_limit", type_=Integer))
 )
@@ -160,13 +162,7 @@ def _open_statement(*, touch: bool) -> Any:
     inserted = insert(_MESSAGES).from_select(columns, rows).cte("inserted")
     older = (
         select(_M.position, _M.role, _M.content)
-        .where(
-            _M.session_id == bindparam("p_session_id"),
-            _M.conversation_id == bindparam("p_conversation_id"),
-            _M.position < alloc.c.next_position - 1,
-            _M.status.not_in(("error", STREAMING)),
-            _M.content != "",
-        )
+        .where(*_USABLE, _M.position < alloc.c.next_position - 1)
         .order_by(_M.position.desc())
         .limit(bindparam("p_limit", type_=Integer))
         .lateral("older")
